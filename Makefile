@@ -1,0 +1,49 @@
+# NoTagAccess for MTE guests on arm64 KVM: harness entry points.
+# Build products and caches live in $(NTA_CACHE) (default ~/.cache/nta-kvm).
+H := harness
+PROFILE ?= mteperm
+PROFILES := $(notdir $(wildcard $(H)/profiles/*))
+ifeq ($(filter $(PROFILE),$(PROFILES)),)
+$(error PROFILE=$(PROFILE) is not one of: $(PROFILES))
+endif
+
+.PHONY: help demo check root base kernel selftests build boot series \
+	reset-tree checkpatch host-tests clean
+
+help:
+	@echo "make demo        build everything and run the end-to-end demo under QEMU"
+	@echo "make check       run the whole test suite (ends with 'N passed, N failed')"
+	@echo "make build       build root, base + series/, kernel, selftests, initramfs"
+	@echo "make boot PROFILE=mteperm|nomteperm   boot and run the guest tests"
+	@echo "make series      export the scratch tree's commits to series/"
+	@echo "make reset-tree  drop the scratch tree's commits, re-apply series/"
+	@echo "make checkpatch  checkpatch.pl --strict over series/"
+	@echo "make clean       remove build outputs (keeps build root and base)"
+
+root:
+	@$(H)/mkroot.sh --versions
+base: root
+	@$(H)/base.sh
+kernel: base
+	@$(H)/kbuild.sh
+selftests: kernel
+	@$(H)/selftests.sh
+build: selftests
+	@$(H)/guestprogs.sh
+	@$(H)/initramfs.sh
+boot: build
+	@$(H)/boot.sh $(PROFILE)
+demo: build
+	@$(H)/demo.sh
+check:
+	@$(H)/check.sh
+series: root
+	@$(H)/base.sh --export
+reset-tree: root
+	@$(H)/base.sh --reset
+checkpatch: base
+	@$(H)/checkpatch.sh
+host-tests: root
+	@$(H)/hosttests.sh
+clean:
+	rm -rf "$${NTA_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/nta-kvm}/out"

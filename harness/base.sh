@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Fetch the pinned linux-source-7.3 package, verify it, unpack it into the
+# scratch git tree ($CACHE/linux, tag "base") and apply series/ with git am.
+#
+#   base.sh            make sure the tree is base + series/ (the default)
+#   base.sh --export   regenerate series/ from the tree's commits on base
+#   base.sh --reset    throw away the tree's commits and re-apply series/
+STAGE=base
+# shellcheck source=harness/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+mode=apply
+case "${1:-}" in
+"") ;;
+--export) mode=export ;;
+--reset) mode=reset ;;
+*) die "unknown option '$1' (expected --export or --reset)" ;;
+esac
+
+SERIES=$TOP/series
+STAMP=$CACHE/linux.series-stamp
+DL=$CACHE/dl
+mkdir -p "$DL"
+
+series_patches() { find "$SERIES" -maxdepth 1 -name '0*.patch' ! -name '0000-*' 2>/dev/null | sort; }
+series_hash() {
+	local p
+	p=$(series_patches)
+	if [ -n "$p" ]; then
+		# shellcheck disable=SC2086
+		hash_of $p
+	else
+		echo empty
+	fi
+}
+g() { git -C "$KTREE" "$@"; }
+
+fetch_deb() {
+	local ver=$BASE_VER offered deb sum
+	offered=$(inroot sh -c "apt-get update -qq >/dev/null 2>&1;
+		apt-cache madison $BASE_PKG | awk '{print \$3}'")
+	if ! grep -qxF "$BASE_VER" <<<"$offered"; then
+		ver=$(head -n 1 <<<"$offered")
+		[ -n "$ver" ] || die "$BASE_PKG is not offered by the Debian archive"
+		warn "pinned $BASE_PKG $BASE_VER is no longer offered;" \
+			"using the newest one, $ver (verified by apt's signed index only)"
+	fi
+	deb=$DL/${BASE_PKG}_${ver//:/%3a}_all.deb
+	if [ ! -s "$deb" ]; then
+		say "downloading $BASE_PKG $ver" >&2
+		inroot sh -c "cd '$DL' && apt-get download -q '$BASE_PKG=$ver'" >&2 ||
+			die "could not download $BASE_PKG $ver"
+	fi
+	sum=$(sha256sum "$deb" | cut -d' ' -f1)
+	if [ "$ver" = "$BASE_VER" ] && [ "$sum" != "$BASE_SHA256" ]; then
+		rm -f "$deb"
+		die "$deb: sha256 $sum does not match the pinned $BASE_SHA256"
+	fi
+	say "base: $BASE_PKG $ver sha256 $sum" >&2
+	echo "$ver $deb"
+}
+
+make_tree() {
+	local ver deb tmp
+	read -r ver deb < <(fetch_deb)
+	tmp=$KTREE.tmp
+	rm -rf "$tmp"
+	mkdir -p "$tmp"
+	say "unpacking $(basename "$deb")"
+	dpkg-deb --fsys-tarfile "$deb" | tar -xO --wildcards './usr/src/linux-source-*.tar.*' |
+		tar -xJ --strip-components=1 -C "$tmp"
+	# Debian's tarball ignores everything at the top level (its packaging
+	# repository's rule); drop that stanza so the tree behaves like upstream.
+	sed -i '/^# Debian packaging: ignore everything/,$d' "$tmp/.gitignore"
+	sed -i '${/^#$/d}' "$tmp/.gitignore"
+	git -C "$tmp" init -q -b main
+	git -C "$tmp" add -A -f
+	git -C "$tmp" -c user.name=nta -c user.email=nta@localhost \
+		commit -q -m "Linux base: Debian $BASE_PKG $ver"
+	git -C "$tmp" tag base
+	rm -rf "$KTREE"
+	mv "$tmp" "$KTREE"
+	echo "none $(g rev-parse HEAD)" >"$STAMP"
+}
+
+apply_series() {
+	g reset -q --hard base
+	g clean -qfdx
+	local n=0 p
+	for p in $(series_patches); do
+		n=$((n + 1))
+		g -c user.name=nta -c user.email=nta@localhost am -q --keep-cr "$p" || {
+			g am --abort || true
+			die "series/$(basename "$p") does not apply to the base"
+		}
+	done
+	say "applied $n patch(es) from series/"
+	echo "$(series_hash) $(g rev-parse HEAD)" >"$STAMP"
+}
+
+[ -d "$KTREE/.git" ] || make_tree
+read -r s_hash s_head <"$STAMP"
+head=$(g rev-parse HEAD)
+dirty=$(g status --porcelain --untracked-files=no)
+
+case $mode in
+apply)
+	if [ "$s_hash" = "$(series_hash)" ] && [ "$s_head" = "$head" ] && [ -z "$dirty" ]; then
+		say "tree is base + series/ ($(g rev-list --count base..HEAD) patches)"
+	elif [ "$s_head" = "$head" ] && [ -z "$dirty" ]; then
+		apply_series
+	else
+		die "$KTREE has work not exported to series/ (commits or edits);" \
+			"run 'make series' to export it or 'make reset-tree' to drop it"
+	fi
+	;;
+reset) apply_series ;;
+export)
+	[ -z "$dirty" ] || die "$KTREE has uncommitted edits; commit them first"
+	[ "$(g rev-list --count base..HEAD)" -gt 0 ] || die "no commits on base to export"
+	cover=$(find "$SERIES" -maxdepth 1 -name '0000-cover-letter.patch' 2>/dev/null)
+	tmp=$(mktemp -d)
+	g format-patch -q --cover-letter -o "$tmp" base..HEAD
+	if [ -n "$cover" ]; then
+		# Keep the hand-written cover letter text, refresh its shortlog/diffstat.
+		python3 "$TOP/harness/cover.py" "$cover" "$tmp/0000-cover-letter.patch"
+	fi
+	rm -f "$SERIES"/*.patch
+	mkdir -p "$SERIES"
+	mv "$tmp"/*.patch "$SERIES"/
+	rmdir "$tmp"
+	echo "$(series_hash) $head" >"$STAMP"
+	say "exported $(series_patches | wc -l) patch(es) to series/"
+	;;
+esac

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Boot the kernel + test initramfs under QEMU on one machine profile, run a
+# list of guest tests and judge the run (harness/results.py).
+#
+#   boot.sh PROFILE [LIST]   LIST defaults to harness/guest-tests.list
+#
+# Environment: NTA_RESULTS (append verdicts there), NTA_BOOT_TIMEOUT (s),
+# NTA_KUNIT=0|1 (override the profile's boot-time KUnit run),
+# NTA_CONSOLE=1 (copy the console to the terminal as it runs), NTA_SHOW=1
+# (print what the guest's tests printed, after the run).
+STAGE=boot
+# shellcheck source=harness/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+usage() { die "usage: boot.sh PROFILE [LIST]; profiles: $(ls "$TOP/harness/profiles" | tr '\n' ' ')"; }
+[ $# -ge 1 ] && [ $# -le 2 ] || usage
+PROFILE=$1
+LIST=${2:-$TOP/harness/guest-tests.list}
+PFILE=$TOP/harness/profiles/$PROFILE
+[ -f "$PFILE" ] || usage
+[ -f "$LIST" ] || die "no such test list: $LIST"
+STAGE=boot:$PROFILE
+
+DESC="" QEMU_CPU="" CMDLINE="" KUNIT=0 ALLOW_SKIP=""
+# shellcheck source=harness/profiles/mteperm
+. "$PFILE"
+KUNIT=${NTA_KUNIT:-$KUNIT}
+IMAGE=$KOUT/arch/arm64/boot/Image
+INITRD=$OUT/initramfs.cpio.gz
+[ -f "$IMAGE" ] && [ -f "$INITRD" ] || die "kernel or initramfs missing: run 'make build'"
+
+# The list the guest runs is the file's name under /tests (the initramfs
+# holds every list in harness/).
+listname=$(basename "$LIST")
+[ -f "$OUT/initramfs/tests/$listname" ] ||
+	die "$listname is not in the initramfs (lists live in harness/*.list)"
+LOG=$LOGS/console-$PROFILE-${listname%.list}.log
+TMO=${NTA_BOOT_TIMEOUT:-1800}
+
+append="console=ttyAMA0 panic=-1 loglevel=4 log_buf_len=8M"
+append+=" nta.profile=$PROFILE nta.list=$listname kunit.enable=$KUNIT"
+append+=" hugepagesz=1G hugepages=1 $CMDLINE"
+say "booting ($DESC), timeout ${TMO}s, console in $LOG"
+start=$SECONDS
+qemu=(qemu-system-aarch64 -M virt,virtualization=on,mte=on,gic-version=3
+	-cpu "$QEMU_CPU" -smp 2 -m 3G -nographic -no-reboot
+	-kernel "$IMAGE" -initrd "$INITRD" -append "$append")
+rc=0
+if [ "${NTA_CONSOLE:-0}" = 1 ]; then
+	inroot timeout --foreground -k 10 "$TMO" "${qemu[@]}" </dev/null 2>&1 | tee "$LOG" || rc=$?
+else
+	run_logged "qemu-$PROFILE" inroot timeout -k 10 "$TMO" "${qemu[@]}" </dev/null || rc=$?
+	cp "$LOGS/qemu-$PROFILE.log" "$LOG"
+fi
+[ "$rc" = 124 ] && warn "QEMU killed after ${TMO}s"
+say "guest ran for $((SECONDS - start)) s"
+
+if [ "${NTA_SHOW:-0}" = 1 ]; then
+	sed -n 's/\r$//; s/^NTA: # \{0,1\}/    /p' "$LOG"
+fi
+args=("$LOG" "$PROFILE" "$LIST" --ktree "$KTREE" --allow-skip "$ALLOW_SKIP")
+[ "$KUNIT" = 1 ] && args+=(--kunit)
+[ -n "${NTA_RESULTS:-}" ] && args+=(--results "$NTA_RESULTS")
+if ! python3 "$TOP/harness/results.py" "${args[@]}"; then
+	grep '^NTA: ' "$LOG" | grep -B15 '^NTA: not ok' | tail -n 40 >&2 || true
+	die "profile $PROFILE failed; console log: $LOG"
+fi

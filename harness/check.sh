@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# "make check": the whole test suite. Runs every stage, records one verdict
+# per check in $OUT/results.txt and ends with "N passed, N failed".
+STAGE=check
+# shellcheck source=harness/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+export NTA_RESULTS=$OUT/results.txt
+: >"$NTA_RESULTS"
+H=$TOP/harness
+t0=$SECONDS
+
+record() { echo "$1 $2" >>"$NTA_RESULTS"; }
+
+# stage NAME CMD...: run a stage that must pass for later ones to make sense;
+# its own verdict is recorded only when it does not record any itself.
+stage() {
+	local name=$1 before
+	shift
+	say "== $name ($((SECONDS - t0)) s)"
+	before=$(wc -l <"$NTA_RESULTS")
+	if "$@"; then
+		[ "$(wc -l <"$NTA_RESULTS")" -gt "$before" ] || record pass "$name"
+		return 0
+	fi
+	[ "$(wc -l <"$NTA_RESULTS")" -gt "$before" ] || record fail "$name: see the messages above"
+	return 1
+}
+
+summary() {
+	local passed failed
+	echo
+	say "results ($((SECONDS - t0)) s):"
+	grep '^fail' "$NTA_RESULTS" | sed 's/^/  /' || true
+	passed=$(grep -c '^pass' "$NTA_RESULTS" || true)
+	failed=$(grep -c '^fail' "$NTA_RESULTS" || true)
+	echo "full list: $NTA_RESULTS; logs: $LOGS"
+	echo "$passed passed, $failed failed"
+	if [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]; then exit 0; else exit 1; fi
+}
+trap 'summary' EXIT
+
+stage build-root "$H/mkroot.sh" --versions || exit 1
+stage host-tests "$H/hosttests.sh" || true
+stage base "$H/base.sh" || exit 1
+stage checkpatch "$H/checkpatch.sh" || true
+stage kernel-bisect-build "$H/kbuild.sh" || exit 1
+stage selftests-build "$H/selftests.sh" || exit 1
+stage guest-programs "$H/guestprogs.sh" || exit 1
+stage initramfs "$H/initramfs.sh" || exit 1
+for p in "$H"/profiles/*; do
+	stage "boot-$(basename "$p")" "$H/boot.sh" "$(basename "$p")" || true
+done

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run the tree's own checkpatch.pl --strict over every patch in series/.
+# Prints one verdict per patch; with NTA_RESULTS set, appends them there.
+STAGE=checkpatch
+# shellcheck source=harness/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+mapfile -t patches < <(find "$TOP/series" -maxdepth 1 -name '0*.patch' ! -name '0000-*' | sort)
+if [ "${#patches[@]}" -eq 0 ]; then
+	say "series/ is empty: nothing to check"
+	exit 0
+fi
+fail=0
+for p in "${patches[@]}"; do
+	name=$(basename "$p")
+	log=$LOGS/checkpatch-${name%.patch}.log
+	if (cd "$KTREE" && ./scripts/checkpatch.pl --strict -q \
+		--ignore FILE_PATH_CHANGES "$p") >"$log" 2>&1; then
+		verdict="pass checkpatch/$name: clean"
+	else
+		verdict="fail checkpatch/$name: $(grep -cE '^(ERROR|WARNING|CHECK):' "$log") issue(s), see $log"
+		fail=1
+		grep -E -A3 '^(ERROR|WARNING|CHECK):' "$log" | head -n 20 >&2
+	fi
+	echo "$verdict"
+	[ -n "${NTA_RESULTS:-}" ] && echo "$verdict" >>"$NTA_RESULTS"
+done
+exit "$fail"

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Host-side tests of the harness itself: its Python parts (unittest), its
+# command-line errors, and shellcheck over its shell scripts.
+STAGE=host-tests
+# shellcheck source=harness/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+fail=0
+verdict() {
+	echo "$1 host/$2"
+	[ -z "${NTA_RESULTS:-}" ] || echo "$1 host/$2" >>"$NTA_RESULTS"
+	[ "$1" = pass ] || fail=1
+}
+
+for t in "$TOP"/harness/tests/test_*.py; do
+	n=$(basename "$t" .py)
+	if python3 -m unittest -q "$t" >"$LOGS/$n.log" 2>&1; then
+		verdict pass "$n: $(grep -o 'Ran [0-9]* tests' "$LOGS/$n.log")"
+	else
+		verdict fail "$n: see $LOGS/$n.log"
+		tail -n 30 "$LOGS/$n.log" >&2
+	fi
+done
+
+# A wrong option or argument must be refused with a message naming it.
+expect_error() {
+	local what=$1 pattern=$2 out
+	shift 2
+	if out=$("$@" 2>&1); then
+		verdict fail "cli: $what: accepted"
+	elif grep -q -- "$pattern" <<<"$out"; then
+		verdict pass "cli: $what: refused"
+	else
+		verdict fail "cli: $what: unclear error: $out"
+	fi
+}
+expect_error "base.sh --bogus" "unknown option '--bogus'" "$TOP/harness/base.sh" --bogus
+expect_error "boot.sh nosuchprofile" "profiles: " "$TOP/harness/boot.sh" nosuchprofile
+expect_error "make boot PROFILE=nosuch" "is not one of: " make -s -C "$TOP" boot PROFILE=nosuch
+
+if command -v shellcheck >/dev/null || { [ -x "$ROOT/usr/bin/shellcheck" ] && SC=inroot; }; then
+	if ${SC:-} shellcheck -x -P "$TOP/harness" "$TOP"/harness/*.sh "$TOP"/harness/guest/init \
+		"$TOP"/harness/guest/show-state "$TOP"/.ci/run >"$LOGS/shellcheck.log" 2>&1; then
+		verdict pass "shellcheck: clean"
+	else
+		verdict fail "shellcheck: see $LOGS/shellcheck.log"
+		head -n 30 "$LOGS/shellcheck.log" >&2
+	fi
+else
+	verdict fail "shellcheck: not installed (it comes with the build root)"
+fi
+exit "$fail"

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Build the kernel (Image + modules, LLVM=1) after every commit of the
+# scratch tree on top of base, ending at HEAD: the series is bisectable when
+# this passes. A commit whose tree and config already built is skipped.
+STAGE=kernel
+# shellcheck source=harness/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+FRAG=$TOP/config/kernel.config
+CFG_KEY=$(hash_of "$FRAG")
+OKDIR=$OUT/built-ok
+mkdir -p "$OKDIR" "$KOUT"
+KMAKE=(make -C "$KTREE" O="$KOUT" ARCH=arm64 LLVM=1 -j"$(nproc)")
+
+configure() {
+	if [ "$(cat "$KOUT/.nta-config-key" 2>/dev/null)" != "$CFG_KEY" ]; then
+		say "configuring: allnoconfig + config/kernel.config"
+		run_logged kconfig inroot "${KMAKE[@]}" KCONFIG_ALLCONFIG="$FRAG" allnoconfig
+		echo "$CFG_KEY" >"$KOUT/.nta-config-key"
+	fi
+	# Every option the fragment asks for must have survived Kconfig.
+	local want missing=()
+	while read -r want; do
+		grep -qxF "$want" "$KOUT/.config" || missing+=("$want")
+	done < <(grep -E '^CONFIG_[A-Z0-9_]+=' "$FRAG")
+	if [ "${#missing[@]}" -gt 0 ]; then
+		die "config/kernel.config options dropped by Kconfig (unmet dependencies):" \
+			"${missing[*]}"
+	fi
+}
+
+verdict() { [ -z "${NTA_RESULTS:-}" ] || echo "$1 build/$2" >>"$NTA_RESULTS"; }
+
+build_one() {
+	local c=$1 what=$2 key
+	key=$(git -C "$KTREE" rev-parse "$c^{tree}")-$CFG_KEY
+	if [ -e "$OKDIR/$key" ]; then
+		verdict pass "$what: builds (cached)"
+		return 0
+	fi
+	git -C "$KTREE" checkout -q --detach "$c"
+	say "building $what"
+	if ! run_logged kernel-build inroot "${KMAKE[@]}" Image modules; then
+		git -C "$KTREE" checkout -q main
+		verdict fail "$what: does not build, see $LOGS/kernel-build.log"
+		die "the tree does not build at $what"
+	fi
+	verdict pass "$what: builds"
+	touch "$OKDIR/$key"
+	git -C "$KTREE" rev-parse "$c" >"$KOUT/.nta-head"
+}
+
+configure
+mapfile -t commits < <(git -C "$KTREE" rev-list --reverse base..main)
+n=${#commits[@]}
+if [ "$n" -eq 0 ]; then
+	build_one main "base (series/ is empty)"
+else
+	i=0
+	for c in "${commits[@]}"; do
+		i=$((i + 1))
+		build_one "$c" "patch $i/$n: $(git -C "$KTREE" log -1 --format=%s "$c")"
+	done
+fi
+git -C "$KTREE" checkout -q main
+# When HEAD itself was stamped, the output may hold an older commit's build.
+if [ "$(cat "$KOUT/.nta-head" 2>/dev/null)" != "$(git -C "$KTREE" rev-parse main)" ]; then
+	run_logged kernel-build inroot "${KMAKE[@]}" Image modules
+	git -C "$KTREE" rev-parse main >"$KOUT/.nta-head"
+fi
+say "kernel ready: $KOUT/arch/arm64/boot/Image ($(git -C "$KTREE" log -1 --format=%s main))"

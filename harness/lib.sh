@@ -1,0 +1,87 @@
+# shellcheck shell=bash
+# Common helpers for the harness scripts: cache layout, logging, build root.
+set -euo pipefail
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${NTA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nta-kvm}
+LOGS=${NTA_LOGS:-$CACHE/logs}
+OUT=$CACHE/out
+mkdir -p "$CACHE" "$LOGS" "$OUT"
+
+# Pinned kernel base (see README, "Base").
+BASE_PKG=linux-source-7.3
+BASE_VER=7.3.4-1~bpo13+1
+BASE_SHA256=703e369ddd4cce971452f5a593ee55df3a5c10c83caf0fa0df039633ed181ee3
+KTREE=$CACHE/linux
+KOUT=$OUT/kernel
+
+say() { printf '\033[1m[%s]\033[0m %s\n' "${STAGE:-nta}" "$*"; }
+warn() { printf '\033[1;33m[%s] warning:\033[0m %s\n' "${STAGE:-nta}" "$*" >&2; }
+die() {
+	printf '\033[1;31m[%s] error:\033[0m %s\n' "${STAGE:-nta}" "$*" >&2
+	exit 1
+}
+
+# Print the lines of a log that matter, then where the whole log is.
+show_log_tail() {
+	local log=$1 n=${2:-40}
+	echo "---- last lines of $log ----" >&2
+	grep -nE 'error|Error|ERROR|FAIL|not ok|undefined|BUG|WARNING' "$log" |
+		tail -n 20 >&2 || true
+	echo "---- tail ----" >&2
+	tail -n "$n" "$log" >&2
+	echo "---- full log: $log ----" >&2
+}
+
+# run_logged NAME CMD...: run CMD with output into $LOGS/NAME.log, printing a
+# heartbeat with the newest log line every 30 s; on failure show the log.
+run_logged() {
+	local name=$1 log rc=0 pid start
+	shift
+	log=$LOGS/$name.log
+	start=$SECONDS
+	"$@" >"$log" 2>&1 &
+	pid=$!
+	while kill -0 "$pid" 2>/dev/null; do
+		for _ in $(seq 30); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			say "$name: $((SECONDS - start)) s ... $(tail -n 1 "$log" | cut -c1-90)"
+		fi
+	done
+	wait "$pid" || rc=$?
+	if [ "$rc" -ne 0 ]; then
+		show_log_tail "$log"
+		return "$rc"
+	fi
+}
+
+hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+
+ROOT_KEY=$(hash_of "$TOP/harness/buildroot.packages" "$TOP/harness/mkroot.sh")
+ROOT=$CACHE/root-$ROOT_KEY
+
+# inroot CMD...: run CMD inside the build root, with the repository and the
+# cache visible at the same paths, in a private mount namespace so nothing
+# stays mounted when it returns.
+inroot() {
+	[ -x "$ROOT/usr/bin/clang" ] || die "build root missing: run 'make root'"
+	unshare --mount --propagation private -- bash -c '
+		set -e
+		r=$1; shift
+		for d in dev proc sys; do mkdir -p "$r/$d"; done
+		mount --rbind /dev "$r/dev"
+		mount -t proc proc "$r/proc"
+		mount --rbind /sys "$r/sys"
+		for d in "$TOP" "$CACHE"; do
+			mkdir -p "$r$d"; mount --bind "$d" "$r$d"
+		done
+		mount -t tmpfs tmpfs "$r/tmp"
+		exec chroot "$r" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+			PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
+			/bin/sh -c '\''cd "$0" 2>/dev/null || cd /; exec "$@"'\'' "$@"
+	' inroot "$ROOT" "$PWD" "$@"
+}
+export TOP CACHE
