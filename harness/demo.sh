@@ -6,7 +6,7 @@ STAGE=demo
 . "$(dirname "$0")/lib.sh"
 
 rc=0
-for p in mteperm nomteperm; do
+for p in mteperm nomteperm n2; do
 	echo
 	say "=== profile $p: $(sed -n 's/^DESC="\(.*\)"/\1/p' "$TOP/harness/profiles/$p") ==="
 	NTA_SHOW=1 NTA_KUNIT=0 NTA_BOOT_TIMEOUT=600 "$TOP/harness/boot.sh" "$p" "$TOP/harness/demo.list" || rc=1

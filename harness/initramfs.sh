@@ -29,12 +29,14 @@ ln -sf busybox "$STAGING/bin/sh"
 install -m 0755 "$TOP/harness/guest/init" "$STAGING/init"
 cp "$TOP"/harness/*.list "$STAGING/tests/"
 (cd "$KST" && find . -type f -perm -u+x ! -name '*.o' -print0 |
-	cpio -0 -pdm --quiet "$STAGING/tests/kvm")
+	xargs -0 cp --parents -t "$STAGING/tests/kvm")
 cp -a "$EXTRA/." "$STAGING/tests/"
 if grep -q '^CONFIG_MODULES=y' "$KOUT/.config"; then
 	inroot make -C "$KTREE" O="$KOUT" ARCH=arm64 LLVM=1 -s \
 		INSTALL_MOD_PATH="$STAGING" modules_install >/dev/null
 fi
-(cd "$STAGING" && find . -print0 | cpio -0 -o -H newc --quiet | gzip -1 >"$IMG.tmp")
+# cpio comes with the build root, not the host.
+inroot sh -c 'cd "$1" && find . -print0 | cpio -0 -o -H newc --quiet | gzip -1 >"$2"' \
+	sh "$STAGING" "$IMG.tmp"
 mv "$IMG.tmp" "$IMG"
 say "initramfs $(du -h "$IMG" | cut -f1) with $(find "$STAGING/tests" -type f | wc -l) test files"

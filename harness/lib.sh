@@ -24,12 +24,12 @@ die() {
 
 # Print the lines of a log that matter, then where the whole log is.
 show_log_tail() {
-	local log=$1 n=${2:-40}
-	echo "---- last lines of $log ----" >&2
+	local log=$1 n=${2:-15}
+	echo "---- lines of $log that matter ----" >&2
 	grep -nE 'error|Error|ERROR|FAIL|not ok|undefined|BUG|WARNING' "$log" |
-		tail -n 20 >&2 || true
-	echo "---- tail ----" >&2
-	tail -n "$n" "$log" >&2
+		tail -n 12 | cut -c1-240 >&2 || true
+	echo "---- last lines ----" >&2
+	tail -n "$n" "$log" | cut -c1-240 >&2
 	echo "---- full log: $log ----" >&2
 }
 

@@ -78,9 +78,9 @@ int main(void)
 		printf("KVM_GET_ONE_REG: %s\n", strerror(errno));
 		return 1;
 	}
-	printf("a guest's ID_AA64PFR1_EL1 = %#018llx (MTE field %llu)\n",
+	printf("a guest's ID_AA64PFR1_EL1 = 0x%016llx (MTE field %llu)\n",
 	       (unsigned long long)pfr1, (unsigned long long)(pfr1 >> 8) & 0xf);
-	printf("a guest's ID_AA64PFR2_EL1 = %#018llx (MTEPERM field %llu)\n",
+	X (MTEPERM field %llu)\n",
 	       (unsigned long long)pfr2, (unsigned long long)pfr2 & 0xf);
 	return 0;
 }
