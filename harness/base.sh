@@ -12,8 +12,8 @@ STAGE=base
 mode=apply
 case "${1:-}" in
 "") ;;
---export) mode=export ;;
---reset) mode=reset ;;
+--export) mode="export" ;;
+--reset) mode="reset" ;;
 *) die "unknown option '$1' (expected --export or --reset)" ;;
 esac
 

@@ -12,8 +12,12 @@ STAGE=boot
 # shellcheck source=harness/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-usage() { die "usage: boot.sh PROFILE [LIST]; profiles: $(ls "$TOP/harness/profiles" | tr '\n' ' ')"; }
-[ $# -ge 1 ] && [ $# -le 2 ] || usage
+usage() {
+	local p names=""
+	for p in "$TOP"/harness/profiles/*; do names+=" $(basename "$p")"; done
+	die "usage: boot.sh PROFILE [LIST]; profiles:$names"
+}
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then usage; fi
 PROFILE=$1
 LIST=${2:-$TOP/harness/guest-tests.list}
 PFILE=$TOP/harness/profiles/$PROFILE
@@ -27,7 +31,9 @@ DESC="" QEMU_CPU="" CMDLINE="" KUNIT=0 ALLOW_SKIP=""
 KUNIT=${NTA_KUNIT:-$KUNIT}
 IMAGE=$KOUT/arch/arm64/boot/Image
 INITRD=$OUT/initramfs.cpio.gz
-[ -f "$IMAGE" ] && [ -f "$INITRD" ] || die "kernel or initramfs missing: run 'make build'"
+if [ ! -f "$IMAGE" ] || [ ! -f "$INITRD" ]; then
+	die "kernel or initramfs missing: run 'make build'"
+fi
 
 # The list the guest runs is the file's name under /tests (the initramfs
 # holds every list in harness/).
@@ -42,6 +48,7 @@ append+=" nta.profile=$PROFILE nta.list=$listname kunit.enable=$KUNIT"
 append+=" hugepagesz=1G hugepages=1 $CMDLINE"
 say "booting ($DESC), timeout ${TMO}s, console in $LOG"
 start=$SECONDS
+# shellcheck disable=SC2054 # the commas are QEMU's
 qemu=(qemu-system-aarch64 -M virt,virtualization=on,mte=on,gic-version=3
 	-cpu "$QEMU_CPU" -smp 2 -m 3G -nographic -no-reboot
 	-kernel "$IMAGE" -initrd "$INITRD" -append "$append")

@@ -15,6 +15,7 @@ for p in "${patches[@]}"; do
 	name=$(basename "$p")
 	log=$LOGS/checkpatch-${name%.patch}.log
 	# In the build root, where spdxcheck.py finds python3-ply.
+	# shellcheck disable=SC2016 # expanded by the inner shell
 	if inroot sh -c 'cd "$1" && shift && exec ./scripts/checkpatch.pl "$@"' sh "$KTREE" --strict -q \
 		--ignore FILE_PATH_CHANGES "$p" >"$log" 2>&1; then
 		verdict="pass checkpatch/$name: clean"

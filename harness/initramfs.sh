@@ -36,6 +36,7 @@ if grep -q '^CONFIG_MODULES=y' "$KOUT/.config"; then
 		INSTALL_MOD_PATH="$STAGING" modules_install >/dev/null
 fi
 # cpio comes with the build root, not the host.
+# shellcheck disable=SC2016 # expanded by the inner shell
 inroot sh -c 'cd "$1" && find . -print0 | cpio -0 -o -H newc --quiet | gzip -1 >"$2"' \
 	sh "$STAGING" "$IMG.tmp"
 mv "$IMG.tmp" "$IMG"

@@ -8,11 +8,17 @@ LOGS=${NTA_LOGS:-$CACHE/logs}
 OUT=$CACHE/out
 mkdir -p "$CACHE" "$LOGS" "$OUT"
 
-# Pinned kernel base (see README, "Base").
+# Pinned kernel base (see README, "Base"). These and the paths below are
+# used by the scripts that source this file.
+# shellcheck disable=SC2034
 BASE_PKG=linux-source-7.3
+# shellcheck disable=SC2034
 BASE_VER=7.3.4-1~bpo13+1
+# shellcheck disable=SC2034
 BASE_SHA256=703e369ddd4cce971452f5a593ee55df3a5c10c83caf0fa0df039633ed181ee3
+# shellcheck disable=SC2034
 KTREE=$CACHE/linux
+# shellcheck disable=SC2034
 KOUT=$OUT/kernel
 
 say() { printf '\033[1m[%s]\033[0m %s\n' "${STAGE:-nta}" "$*"; }
@@ -60,7 +66,9 @@ run_logged() {
 
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
-ROOT_KEY=$(hash_of "$TOP/harness/buildroot.packages" "$TOP/harness/mkroot.sh")
+# Keyed on what goes into the root and how it is made, comments aside.
+ROOT_KEY=$(sed -e '/^[[:space:]]*#/d' "$TOP/harness/buildroot.packages" "$TOP/harness/mkroot.sh" |
+	sha256sum | cut -c1-16)
 ROOT=$CACHE/root-$ROOT_KEY
 
 # inroot CMD...: run CMD inside the build root, with the repository and the
@@ -68,6 +76,7 @@ ROOT=$CACHE/root-$ROOT_KEY
 # stays mounted when it returns.
 inroot() {
 	[ -x "$ROOT/usr/bin/clang" ] || die "build root missing: run 'make root'"
+	# shellcheck disable=SC2016 # expanded by the inner shells
 	unshare --mount --propagation private -- bash -c '
 		set -e
 		r=$1; shift

@@ -21,6 +21,7 @@ mirror() {
 }
 
 versions() {
+	# shellcheck disable=SC2016 # expanded by the inner shell
 	inroot sh -c 'clang --version | head -1; rustc --version; bindgen --version;
 		aarch64-linux-gnu-gcc --version | head -1;
 		qemu-system-aarch64 --version | head -1;

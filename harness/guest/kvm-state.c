@@ -80,7 +80,7 @@ int main(void)
 	}
 	printf("a guest's ID_AA64PFR1_EL1 = 0x%016llx (MTE field %llu)\n",
 	       (unsigned long long)pfr1, (unsigned long long)(pfr1 >> 8) & 0xf);
-	X (MTEPERM field %llu)\n",
+	printf("a guest's ID_AA64PFR2_EL1 = 0x%016llx (MTEPERM field %llu)\n",
 	       (unsigned long long)pfr2, (unsigned long long)pfr2 & 0xf);
 	return 0;
 }
