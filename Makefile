@@ -30,6 +30,7 @@ selftests: kernel
 	@$(H)/selftests.sh
 build: selftests
 	@$(H)/guestprogs.sh
+	@$(H)/vmm.sh
 	@$(H)/initramfs.sh
 boot: build
 	@$(H)/boot.sh $(PROFILE)

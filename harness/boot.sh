@@ -65,7 +65,8 @@ say "guest ran for $((SECONDS - start)) s"
 if [ "${NTA_SHOW:-0}" = 1 ]; then
 	sed -n 's/\r$//; s/^NTA: # \{0,1\}/    /p' "$LOG"
 fi
-args=("$LOG" "$PROFILE" "$LIST" --ktree "$KTREE" --allow-skip "$ALLOW_SKIP")
+args=("$LOG" "$PROFILE" "$LIST" --ktree "$KTREE" --allow-skip "$ALLOW_SKIP"
+	--known-failures "$TOP/harness/known-failures")
 [ "$KUNIT" = 1 ] && args+=(--kunit)
 [ -n "${NTA_RESULTS:-}" ] && args+=(--results "$NTA_RESULTS")
 if ! python3 "$TOP/harness/results.py" "${args[@]}"; then

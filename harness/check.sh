@@ -42,11 +42,14 @@ trap 'summary' EXIT
 
 stage build-root "$H/mkroot.sh" --versions || exit 1
 stage host-tests "$H/hosttests.sh" || true
+stage vmm-host-tests "$H/vmm.sh" --host || true
 stage base "$H/base.sh" || exit 1
 stage checkpatch "$H/checkpatch.sh" || true
 stage kernel-bisect-build "$H/kbuild.sh" || exit 1
+stage rust-lint "$H/rustlint.sh" || true
 stage selftests-build "$H/selftests.sh" || exit 1
 stage guest-programs "$H/guestprogs.sh" || exit 1
+stage vmm-build "$H/vmm.sh" || exit 1
 stage initramfs "$H/initramfs.sh" || exit 1
 for p in "$H"/profiles/*; do
 	stage "boot-$(basename "$p")" "$H/boot.sh" "$(basename "$p")" || true

@@ -15,7 +15,7 @@ for src in "$TOP"/harness/guest/*; do
 		bin=$DST/${name%.c}
 		[ "$bin" -nt "$src" ] && [ "$bin" -nt "$KOUT/usr/include/linux/kvm.h" ] && continue
 		say "compiling $name"
-		inroot aarch64-linux-gnu-gcc -static -O2 -Wall -Werror \
+		inroot aarch64-linux-gnu-gcc -static -pthread -O2 -Wall -Werror \
 			-isystem "$KOUT/usr/include" -o "$bin" "$src"
 		;;
 	*) cmp -s "$src" "$DST/$name" || install -m 0755 "$src" "$DST/$name" ;;

@@ -88,6 +88,9 @@ inroot() {
 			mkdir -p "$r$d"; mount --bind "$d" "$r$d"
 		done
 		mount -t tmpfs tmpfs "$r/tmp"
+		# Trust what the host trusts (cargo reaches its registry through it).
+		ca=/etc/ssl/certs/ca-certificates.crt
+		if [ -f "$ca" ] && [ -f "$r$ca" ]; then mount --bind "$ca" "$r$ca"; fi
 		exec chroot "$r" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
 			PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
 			/bin/sh -c '\''cd "$0" 2>/dev/null || cd /; exec "$@"'\'' "$@"

@@ -2,7 +2,7 @@
 """Judge one QEMU boot of the test initramfs from its console log.
 
 usage: results.py CONSOLE_LOG PROFILE LIST_FILE [--kunit] [--allow-skip A,B]
-                  [--results FILE] [--ktree DIR]
+                  [--known-failures FILE] [--results FILE] [--ktree DIR]
 
 Reads the "NTA: " TAP lines that harness/guest/init prints, the kernel log
 it dumps between NTA-DMESG-BEGIN/END and, with --kunit, the KTAP of the
@@ -46,6 +46,19 @@ def expected_tests(list_file, profile):
             if profs == "all" or profile in profs.split(","):
                 names.append(name)
     return names
+
+
+def known_failures(path):
+    """{name: reason} of the tests that fail on the unpatched base."""
+    out = {}
+    if not path:
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                name, _, reason = line.strip().partition(" ")
+                out[name] = reason
+    return out
 
 
 def parse_console(text):
@@ -97,16 +110,22 @@ def kunit_verdict(dmesg, ktree):
     return proc.returncode == 0 and ran > 0, detail
 
 
-def judge(text, profile, expected, allow_skip=(), kunit=False, ktree=None):
+def judge(text, profile, expected, allow_skip=(), kunit=False, ktree=None, known=None):
     """Return a list of (ok, name, detail) checks for one boot."""
     checks = []
+    known = known or {}
     tap, plan, dmesg = parse_console(text)
     for name in expected:
         if name not in tap:
             checks.append((False, name, "never ran"))
             continue
         ok, directive = tap[name]
-        if ok and directive.startswith("SKIP") and name not in allow_skip:
+        if name in known:
+            if ok:
+                checks.append((False, name, "passes now: remove it from harness/known-failures"))
+            else:
+                checks.append((True, name, f"known failure ({directive}): {known[name]}"))
+        elif ok and directive.startswith("SKIP") and name not in allow_skip:
             checks.append((False, name, "SKIPPED, but it is required: " + directive))
         else:
             checks.append((ok, name, directive))
@@ -135,6 +154,7 @@ def main(argv):
     ap.add_argument("list_file")
     ap.add_argument("--kunit", action="store_true")
     ap.add_argument("--allow-skip", default="")
+    ap.add_argument("--known-failures")
     ap.add_argument("--results")
     ap.add_argument("--ktree", default=".")
     args = ap.parse_args(argv)
@@ -147,6 +167,7 @@ def main(argv):
         [s for s in args.allow_skip.split(",") if s],
         args.kunit,
         args.ktree,
+        known_failures(args.known_failures),
     )
     lines = [f"{'pass' if ok else 'fail'} {name}: {detail}" for ok, name, detail in checks]
     print("\n".join(lines))

@@ -78,6 +78,16 @@ class Judge(unittest.TestCase):
                                    "ok 2 a/two", "1..2"]), "mteperm", self.expected)
         self.assertEqual(self.failed(c), [])
 
+    def test_known_failure_counts_and_must_keep_failing(self):
+        known = {"a/two": "needs firmware QEMU lacks"}
+        c = results.judge(console(["ok 1 a/one", "not ok 2 a/two # exit 1", "1..2"]),
+                          "mteperm", self.expected, known=known)
+        self.assertEqual(self.failed(c), [])
+        self.assertIn("needs firmware", [d for _, n, d in c if n == "mteperm/a/two"][0])
+        c = results.judge(console(["ok 1 a/one", "ok 2 a/two", "1..2"]),
+                          "mteperm", self.expected, known=known)
+        self.assertEqual(self.failed(c), ["mteperm/a/two"])
+
     def test_kunit_required_when_asked(self):
         c = results.judge(console(["ok 1 a/one", "ok 2 a/two", "1..2"]), "mteperm",
                           self.expected, kunit=True, ktree="/nonexistent")

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Lint the Rust code that series/ touches: rustfmt --check, a CLIPPY=1 build
+# of rust/ and samples/rust/ (in its own output directory) and rustdoc. A
+# warning located in a file the series touches fails the stage; warnings
+# the base tree already has elsewhere are not the series' business. A tree
+# that passed is remembered and not linted again.
+STAGE=rust-lint
+# shellcheck source=harness/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+mapfile -t files < <(git -C "$KTREE" diff --name-only base..main -- '*.rs')
+if [ "${#files[@]}" -eq 0 ]; then
+	say "series/ touches no Rust file"
+	exit 0
+fi
+OKDIR=$OUT/rust-lint-ok
+KEY=$(git -C "$KTREE" rev-parse 'main^{tree}')-$(hash_of "$TOP/config/kernel.config")
+mkdir -p "$OKDIR"
+fail=0
+verdict() {
+	echo "$1 rust/$2"
+	[ -z "${NTA_RESULTS:-}" ] || echo "$1 rust/$2" >>"$NTA_RESULTS"
+	[ "$1" = pass ] || fail=1
+}
+if [ -e "$OKDIR/$KEY" ]; then
+	verdict pass "rustfmt, clippy, rustdoc: clean (cached for this tree)"
+	exit 0
+fi
+
+# Warnings of a log that point into the touched files ("--> path:line").
+touched_warnings() {
+	local f
+	for f in "${files[@]}"; do
+		grep -B4 -A8 -E -- "--> (.*/)?$f:" "$1" || true
+	done
+}
+
+if inroot sh -c 'cd "$1" && shift && rustfmt --check --edition 2021 "$@"' sh "$KTREE" \
+	"${files[@]}" >"$LOGS/rustfmt.log" 2>&1; then
+	verdict pass "rustfmt: ${#files[@]} files clean"
+else
+	verdict fail "rustfmt: see $LOGS/rustfmt.log"
+	head -n 30 "$LOGS/rustfmt.log" >&2
+fi
+
+CLIPPY_OUT=$OUT/kernel-clippy
+mkdir -p "$CLIPPY_OUT"
+cmp -s "$KOUT/.config" "$CLIPPY_OUT/.config" || cp "$KOUT/.config" "$CLIPPY_OUT/.config"
+say "CLIPPY=1 build of rust/ and samples/rust/"
+if run_logged clippy inroot make -C "$KTREE" O="$CLIPPY_OUT" ARCH=arm64 LLVM=1 CLIPPY=1 \
+	-j"$(nproc)" olddefconfig rust/ samples/rust/; then
+	w=$(touched_warnings "$LOGS/clippy.log")
+	if [ -z "$w" ]; then
+		verdict pass "clippy: no warning in the series' Rust files"
+	else
+		verdict fail "clippy: warnings, see $LOGS/clippy.log"
+		echo "$w" | head -n 40 >&2
+	fi
+else
+	verdict fail "clippy: build failed, see $LOGS/clippy.log"
+fi
+
+say "rustdoc"
+if run_logged rustdoc inroot make -C "$KTREE" O="$KOUT" ARCH=arm64 LLVM=1 rustdoc; then
+	w=$(touched_warnings "$LOGS/rustdoc.log")
+	if [ -z "$w" ]; then
+		verdict pass "rustdoc: no warning in the series' Rust files"
+	else
+		verdict fail "rustdoc: warnings, see $LOGS/rustdoc.log"
+		echo "$w" | head -n 40 >&2
+	fi
+else
+	verdict fail "rustdoc: failed, see $LOGS/rustdoc.log"
+fi
+
+[ "$fail" = 0 ] && touch "$OKDIR/$KEY"
+exit "$fail"

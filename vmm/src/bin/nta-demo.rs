@@ -1,0 +1,18 @@
+//! nta-demo: an MTE guest whose memory includes an image mapped straight from a file (no copy),
+//! the way libkrun maps a kernel out of a library; its tag accesses to that image are resolved
+//! with the chosen policy. Runs on an arm64 host (an L1 guest under QEMU here).
+
+#[cfg(target_arch = "aarch64")]
+#[path = "nta_demo/arm64.rs"]
+mod arm64;
+
+#[cfg(target_arch = "aarch64")]
+fn main() -> std::process::ExitCode {
+    arm64::main()
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+fn main() -> std::process::ExitCode {
+    eprintln!("nta-demo: runs on an arm64 host with KVM only");
+    std::process::ExitCode::from(2)
+}

@@ -1,0 +1,523 @@
+//! The demo itself (arm64 only).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+
+use kvm_bindings::{kvm_userspace_memory_region, kvm_vcpu_init};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use nta_vmm::uapi::KVM_CAP_ARM_MTE_PERM;
+use nta_vmm::{
+    enable_mte_perm, Backing, GuestMemory, KernelPolicy, Policy, Resolution, Resolver, Slot,
+    TagAccessFault,
+};
+
+const RAM_BASE: u64 = 0x4000_0000;
+const RAM_SIZE: usize = 2 << 20;
+const TABLE_OFFSET: usize = 0x1_0000;
+const IMAGE_BASE: u64 = 0x8000_0000;
+const MMIO_BASE: u64 = 0x0900_0000;
+const IMAGE_MAGIC: u64 = 0x214e_5552_4b42_494c; // "LIBKRUN!" as a little-endian u64
+const MAX_EXITS: usize = 64;
+/// `KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offsetof(pc) / 4)`
+const REG_PC: u64 = 0x6030_0000_0010_0040;
+
+const USAGE: &str = "\
+usage: nta-demo [--policy POLICY] [--backing KIND] [--image PATH] [--size BYTES] [--guest PATH]
+
+Runs a small MTE guest whose memory includes an image mapped straight from a
+file (no copy). The guest reads the image, tags its own RAM, then tags memory
+inside the image, which has no tag storage: KVM maps it NoTagAccess, and the
+policy decides what that tag access does.
+
+  --policy kill|inject|make-taggable|sea
+        kill: KVM exits to this VMM, which stops the guest with an error
+        inject: KVM exits, this VMM injects a data abort into the guest
+        make-taggable: KVM exits, this VMM swaps the page for tag-capable
+          memory holding the same data, and the guest's access then works
+        sea: KVM injects the abort itself, without exiting
+        (default: make-taggable)
+  --backing file|private|device
+        file: MAP_SHARED of a page-cache file (default)
+        private: MAP_PRIVATE of a page-cache file
+        device: memory of /dev/untagged-mem (the Rust sample driver)
+  --image PATH   the file to create and map (default /ramfs/guest-image.bin;
+                 put it on a filesystem that is not tmpfs, which is shmem)
+  --size BYTES   image size, a multiple of 4096 (default 65536)
+  --guest PATH   the guest program (default /tests/demo-guest.bin)
+
+Exit status: 0 when the guest behaved as the policy says, 1 when not,
+2 on bad options. Without FEAT_MTE_PERM, it shows that KVM refuses the image.";
+
+struct Options {
+    policy: String,
+    backing: String,
+    image: String,
+    size: usize,
+    guest: String,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        policy: "make-taggable".into(),
+        backing: "file".into(),
+        image: "/ramfs/guest-image.bin".into(),
+        size: 65536,
+        guest: "/tests/demo-guest.bin".into(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--help" || a == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let mut value = || args.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--policy" => o.policy = value()?,
+            "--backing" => o.backing = value()?,
+            "--image" => o.image = value()?,
+            "--guest" => o.guest = value()?,
+            "--size" => {
+                let v = value()?;
+                o.size = v
+                    .parse()
+                    .map_err(|_| format!("--size: '{v}' is not a number"))?;
+            }
+            _ => return Err(format!("unknown option '{a}'")),
+        }
+    }
+    if !["kill", "inject", "make-taggable", "sea"].contains(&o.policy.as_str()) {
+        return Err(format!(
+            "--policy: '{}' is not kill, inject, make-taggable or sea",
+            o.policy
+        ));
+    }
+    if !["file", "private", "device"].contains(&o.backing.as_str()) {
+        return Err(format!(
+            "--backing: '{}' is not file, private or device",
+            o.backing
+        ));
+    }
+    if o.size == 0 || o.size % 4096 != 0 || o.size > 1 << 20 {
+        return Err(format!(
+            "--size: {} is not a multiple of 4096 between 4096 and 1 MiB",
+            o.size
+        ));
+    }
+    Ok(o)
+}
+
+/// An mmap()ed range, unmapped on drop.
+struct Mapping {
+    addr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize, prot: i32, flags: i32, fd: i32) -> Result<Self, String> {
+        // SAFETY: a fresh mapping at an address of the kernel's choosing.
+        let addr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) };
+        if addr == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+        }
+        Ok(Self {
+            addr: addr.cast(),
+            len,
+        })
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is readable, writable and `len` bytes long while `self` lives.
+        unsafe { std::slice::from_raw_parts_mut(self.addr, self.len) }
+    }
+
+    fn read_u64(&self, off: usize) -> u64 {
+        // SAFETY: in bounds (checked) and aligned; volatile, as the guest writes it too.
+        assert!(off + 8 <= self.len && off % 8 == 0);
+        unsafe { std::ptr::read_volatile(self.addr.add(off).cast::<u64>()) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `new` mapped.
+        unsafe { libc::munmap(self.addr.cast(), self.len) };
+    }
+}
+
+/// The image's contents: a magic word, then a recognisable pattern.
+fn image_bytes(size: usize) -> Vec<u8> {
+    (0..size / 8)
+        .flat_map(|i| {
+            let w = if i == 0 {
+                IMAGE_MAGIC
+            } else {
+                0x696d_6167_0000_0000 | i as u64
+            };
+            w.to_le_bytes()
+        })
+        .collect()
+}
+
+/// Maps the image per `--backing`; returns the mapping, what backs it, and the file to check.
+fn map_image(o: &Options) -> Result<(Mapping, Backing, Option<File>), String> {
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let data = image_bytes(o.size);
+    if o.backing == "device" {
+        let dev = "/dev/untagged-mem";
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dev)
+            .map_err(|e| format!("{dev}: {e} (is rust_untagged_mem loaded?)"))?;
+        let mut m = Mapping::new(o.size, rw, libc::MAP_SHARED, f.as_raw_fd())?;
+        m.as_mut_slice().copy_from_slice(&data);
+        return Ok((m, Backing::Device(dev.into()), None));
+    }
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&o.image)
+        .map_err(|e| format!("{}: {e}", o.image))?;
+    f.write_all(&data)
+        .map_err(|e| format!("{}: {e}", o.image))?;
+    let (flags, backing) = if o.backing == "private" {
+        (libc::MAP_PRIVATE, Backing::PrivateFile(o.image.clone()))
+    } else {
+        (libc::MAP_SHARED, Backing::SharedFile(o.image.clone()))
+    };
+    let m = Mapping::new(o.size, rw, flags, f.as_raw_fd())?;
+    Ok((m, backing, Some(f)))
+}
+
+fn set_slot(vm: &VmFd, slot: u32, gpa: u64, m: &Mapping) -> Result<(), String> {
+    let region = kvm_userspace_memory_region {
+        slot,
+        flags: 0,
+        guest_phys_addr: gpa,
+        memory_size: m.len as u64,
+        userspace_addr: m.addr as u64,
+    };
+    // SAFETY: the mapping outlives the VM (both live until the end of `run`).
+    unsafe { vm.set_user_memory_region(region) }
+        .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION(slot {slot}): {e}"))
+}
+
+/// The allocation tag of the 16 bytes at `addr` in this process (PROT_MTE memory).
+fn host_ldg(addr: u64) -> u64 {
+    let mut v = addr;
+    // SAFETY: LDG only reads the tag of a mapped PROT_MTE granule.
+    unsafe {
+        std::arch::asm!(".arch_extension memtag", "ldg {0}, [{1}]", inout(reg) v, in(reg) addr)
+    };
+    (v >> 56) & 0xf
+}
+
+/// What the guest reported, by event number (see guest/demo-guest.S).
+#[derive(Default)]
+struct Report {
+    image_word: Option<u64>,
+    ram_tag: Option<u64>,
+    image_tag: Option<u64>,
+    aborts: Vec<(u64, u64)>,
+    image_word_after: Option<u64>,
+    done: bool,
+    unexpected: Option<u64>,
+    tag_exits: usize,
+}
+
+fn say(msg: &str) {
+    println!("[nta-demo] {msg}");
+}
+
+fn mmio_event(r: &mut Report, addr: u64, data: &[u8]) {
+    let mut b = [0u8; 8];
+    b[..data.len().min(8)].copy_from_slice(&data[..data.len().min(8)]);
+    let v = u64::from_le_bytes(b);
+    match (addr - MMIO_BASE) / 8 {
+        1 => {
+            say(&format!("guest read the image through the slot: {v:#018x}"));
+            r.image_word = Some(v);
+        }
+        2 => {
+            say(&format!("guest tagged its own RAM, LDG reads tag {v}"));
+            r.ram_tag = Some(v);
+        }
+        3 => {
+            if v == 0xff {
+                say("guest's LDG from the image did not complete (it took an abort)");
+            } else {
+                say(&format!("guest tagged the image, LDG reads tag {v}"));
+            }
+            r.image_tag = Some(v);
+        }
+        4 => r.aborts.push((v, 0)),
+        5 => {
+            if let Some(last) = r.aborts.last_mut() {
+                last.1 = v;
+                say(&format!(
+                    "guest took a synchronous abort: ESR_EL1 {:#x} (EC {:#x}, DFSC {:#x}), \
+                     FAR_EL1 {v:#x}",
+                    last.0,
+                    last.0 >> 26,
+                    last.0 & 0x3f
+                ));
+            }
+        }
+        6 => r.image_word_after = Some(v),
+        7 => r.done = true,
+        8 => r.unexpected = Some(v),
+        e => say(&format!("unknown guest event {e} ({v:#x})")),
+    }
+}
+
+fn setup_vcpu(vm: &VmFd, guest: &[u8], ram: &mut Mapping) -> Result<VcpuFd, String> {
+    let ram_bytes = ram.as_mut_slice();
+    if guest.len() > TABLE_OFFSET {
+        return Err(format!("guest program too big ({} bytes)", guest.len()));
+    }
+    ram_bytes[..guest.len()].copy_from_slice(guest);
+    // Level-1 table: [0, 1G) Device (attr 0), [1G, 2G) and [2G, 3G) Tagged Normal (attr 1).
+    // Block descriptor: address | AF | SH inner | AttrIndx << 2 | block (0b01).
+    let block = |addr: u64, attr: u64| addr | (1 << 10) | (3 << 8) | (attr << 2) | 1;
+    for (i, d) in [block(0, 0), block(RAM_BASE, 1), block(IMAGE_BASE, 1)]
+        .iter()
+        .enumerate()
+    {
+        let off = TABLE_OFFSET + i * 8;
+        ram_bytes[off..off + 8].copy_from_slice(&d.to_le_bytes());
+    }
+
+    let vcpu = vm
+        .create_vcpu(0)
+        .map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
+    let mut init = kvm_vcpu_init::default();
+    vm.get_preferred_target(&mut init)
+        .map_err(|e| format!("KVM_ARM_PREFERRED_TARGET: {e}"))?;
+    vcpu.vcpu_init(&init)
+        .map_err(|e| format!("KVM_ARM_VCPU_INIT: {e}"))?;
+    vcpu.set_one_reg(REG_PC, &RAM_BASE.to_le_bytes())
+        .map_err(|e| format!("KVM_SET_ONE_REG(PC): {e}"))?;
+    Ok(vcpu)
+}
+
+/// Shows what Linux does without FEAT_MTE_PERM: an MTE guest cannot have the image.
+fn show_refusal(kvm: &Kvm, image: &Mapping) -> Result<bool, String> {
+    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+    match enable_mte_perm(&vm, KernelPolicy::Exit) {
+        Err(nta_vmm::Error::Unsupported(what)) => say(&format!("{what}")),
+        other => return Err(format!("expected no KVM_CAP_ARM_MTE_PERM, got {other:?}")),
+    }
+    let mut cap = kvm_bindings::kvm_enable_cap {
+        cap: nta_vmm::uapi::KVM_CAP_ARM_MTE,
+        ..Default::default()
+    };
+    cap.args[0] = 0;
+    vm.enable_cap(&cap)
+        .map_err(|e| format!("KVM_ENABLE_CAP(KVM_CAP_ARM_MTE): {e}"))?;
+    match set_slot(&vm, 1, IMAGE_BASE, image) {
+        Err(e) if e.contains("Invalid argument") || e.contains("22") => {
+            say(&format!("an MTE guest cannot be given the image: {e}"));
+            Ok(true)
+        }
+        Err(e) => Err(e),
+        Ok(()) => Err("KVM accepted the image for an MTE guest without the capability".into()),
+    }
+}
+
+fn run(o: &Options) -> Result<bool, String> {
+    let guest = std::fs::read(&o.guest).map_err(|e| format!("{}: {e}", o.guest))?;
+    let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
+    let (image, backing, file) = map_image(o)?;
+    say(&format!(
+        "image: {} bytes, {backing}, mapped at gpa {IMAGE_BASE:#x} without copying",
+        o.size
+    ));
+
+    if kvm.check_extension_raw(KVM_CAP_ARM_MTE_PERM.into()) <= 0 {
+        say("this host does not offer KVM_CAP_ARM_MTE_PERM (no FEAT_MTE_PERM, or arm64.nomteperm)");
+        let refused = show_refusal(&kvm, &image)?;
+        say(if refused {
+            "VERDICT: REFUSED, as Linux without this series does: copy the image or turn MTE off"
+        } else {
+            "VERDICT: FAIL"
+        });
+        return Ok(refused);
+    }
+
+    let kernel_policy = if o.policy == "sea" {
+        KernelPolicy::Sea
+    } else {
+        KernelPolicy::Exit
+    };
+    let policy: Option<Policy> = o.policy.parse().ok();
+    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+    enable_mte_perm(&vm, kernel_policy).map_err(|e| e.to_string())?;
+    say(&format!(
+        "MTE enabled, KVM_CAP_ARM_MTE_PERM enabled with the {} policy",
+        if kernel_policy == KernelPolicy::Sea {
+            "SEA"
+        } else {
+            "EXIT"
+        }
+    ));
+
+    let mut ram = Mapping::new(
+        RAM_SIZE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    )?;
+    let vcpu = setup_vcpu(&vm, &guest, &mut ram)?;
+    set_slot(&vm, 0, RAM_BASE, &ram)?;
+    set_slot(&vm, 1, IMAGE_BASE, &image)?;
+    let mut mem = GuestMemory::new(4096);
+    for (id, gpa, m, b) in [
+        (0, RAM_BASE, &ram, Backing::TagCapable),
+        (1, IMAGE_BASE, &image, backing.clone()),
+    ] {
+        mem.add(Slot {
+            id,
+            gpa,
+            size: m.len as u64,
+            host_addr: m.addr as u64,
+            backing: b,
+        })
+        .map_err(|e| e.to_string())?;
+    }
+
+    let resolver = policy.map(|p| Resolver::new(p, 0));
+    let mut vcpu = vcpu;
+    let mut r = Report::default();
+    let mut killed = None;
+    for _ in 0..MAX_EXITS {
+        match vcpu.run() {
+            Ok(VcpuExit::MmioWrite(addr, data)) => mmio_event(&mut r, addr, data),
+            Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
+                let fault = match TagAccessFault::from_exit(flags, gpa, size) {
+                    Ok(Some(f)) => f,
+                    other => return Err(format!("unexpected memory fault exit: {other:?}")),
+                };
+                r.tag_exits += 1;
+                say(&format!(
+                    "KVM exit: tag access at gpa {:#x} (size {:#x})",
+                    fault.gpa, fault.size
+                ));
+                let Some(res) = &resolver else {
+                    return Err("a tag-access exit with the SEA policy".into());
+                };
+                match res.resolve(&mut mem, &vcpu, &fault) {
+                    Ok(Resolution::Injected) => say("resolved: data abort injected"),
+                    Ok(Resolution::Swapped { gpa, size, slot }) => say(&format!(
+                        "resolved: {size:#x} bytes at gpa {gpa:#x} (slot {slot}) swapped for \
+                         tag-capable memory with the same data"
+                    )),
+                    Err(e) => {
+                        say(&format!("resolved: {e}"));
+                        killed = Some(e);
+                        break;
+                    }
+                }
+            }
+            Ok(other) => return Err(format!("unexpected exit {other:?}")),
+            Err(e) => return Err(format!("KVM_RUN: {e}")),
+        }
+        if r.done || r.unexpected.is_some() {
+            break;
+        }
+    }
+    if let Some(esr) = r.unexpected {
+        say(&format!("guest took an unexpected exception, ESR {esr:#x}"));
+        return Ok(false);
+    }
+    Ok(judge(o, &r, killed.is_some(), &image, file.as_ref()))
+}
+
+/// Checks the outcome against the policy, printing each check.
+fn judge(o: &Options, r: &Report, killed: bool, image: &Mapping, file: Option<&File>) -> bool {
+    let mut ok = true;
+    let mut check = |what: &str, good: bool| {
+        say(&format!(
+            "check: {what}: {}",
+            if good { "yes" } else { "NO" }
+        ));
+        ok &= good;
+    };
+    check(
+        "guest read the image's data",
+        r.image_word == Some(IMAGE_MAGIC),
+    );
+    check("tags work in the guest's own RAM", r.ram_tag == Some(5));
+    match o.policy.as_str() {
+        "kill" => {
+            check(
+                "the guest was stopped at its first tag access",
+                killed && r.tag_exits == 1,
+            );
+        }
+        "make-taggable" => {
+            check("one exit, then the guest's tags work", r.tag_exits == 1);
+            check("LDG reads back tag 7", r.image_tag == Some(7));
+            check(
+                "the guest still sees the image's data",
+                r.image_word_after == Some(IMAGE_MAGIC),
+            );
+            check(
+                "the VMM sees tag 7 on the swapped page",
+                host_ldg(image.addr as u64) == 7,
+            );
+            check("and the same data", image.read_u64(0) == IMAGE_MAGIC);
+        }
+        _ => {
+            let sea = |&(esr, far): &(u64, u64)| {
+                esr >> 26 == 0x25 && esr & 0x3f == 0x10 && far & ((1 << 56) - 1) == IMAGE_BASE
+            };
+            let exits = if o.policy == "sea" { 0 } else { 2 };
+            check(&format!("{exits} exits to the VMM"), r.tag_exits == exits);
+            check(
+                "STG and LDG each raised a synchronous external abort at the image",
+                r.aborts.len() == 2 && r.aborts.iter().all(sea),
+            );
+            check("no tag was read", r.image_tag == Some(0xff));
+            check(
+                "the guest still sees the image's data",
+                r.image_word_after == Some(IMAGE_MAGIC),
+            );
+        }
+    }
+    if let Some(f) = file {
+        let mut now = vec![0u8; o.size];
+        let same = std::os::unix::fs::FileExt::read_exact_at(f, &mut now, 0).is_ok()
+            && now == image_bytes(o.size);
+        check("the file is unchanged", same);
+    }
+    say(if ok {
+        "VERDICT: PASS: the guest behaved as the policy says"
+    } else {
+        "VERDICT: FAIL"
+    });
+    ok
+}
+
+pub fn main() -> ExitCode {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("nta-demo: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    say(&format!("policy {}, backing {}", o.policy, o.backing));
+    match run(&o) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            say(&format!("error: {e}"));
+            say("VERDICT: FAIL");
+            ExitCode::FAILURE
+        }
+    }
+}
