@@ -17,13 +17,13 @@ OKDIR=$OUT/built-ok
 mkdir -p "$OKDIR" "$KOUT"
 KMAKE=(make -C "$KTREE" O="$KOUT" ARCH=arm64 LLVM=1 -j"$(nproc)")
 
+# Configure the checked-out tree: allnoconfig + the fragment. Done before
+# every build, since building an older commit drops the symbols that later
+# patches add (Kconfig regenerates its outputs only when they change).
+# With "verify", every option of the fragment must have survived.
 configure() {
-	if [ "$(cat "$KOUT/.nta-config-key" 2>/dev/null)" != "$CFG_KEY" ]; then
-		say "configuring: allnoconfig + config/kernel.config"
-		run_logged kconfig inroot "${KMAKE[@]}" KCONFIG_ALLCONFIG="$FRAG" allnoconfig
-		echo "$CFG_KEY" >"$KOUT/.nta-config-key"
-	fi
-	# Every option the fragment asks for must have survived Kconfig.
+	run_logged kconfig inroot "${KMAKE[@]}" KCONFIG_ALLCONFIG="$FRAG" allnoconfig
+	[ "${1:-}" = verify ] || return 0
 	local want missing=()
 	while read -r want; do
 		grep -qxF "$want" "$KOUT/.config" || missing+=("$want")
@@ -73,6 +73,7 @@ build_one() {
 		fi
 	fi
 	git -C "$KTREE" checkout -q --detach "$c"
+	if [ "${targets[*]}" = "Image modules" ]; then configure verify; else configure; fi
 	say "building $what: ${targets[*]}"
 	if ! run_logged kernel-build inroot "${KMAKE[@]}" "${targets[@]}"; then
 		git -C "$KTREE" checkout -q main
@@ -86,7 +87,6 @@ build_one() {
 	fi
 }
 
-configure
 mapfile -t commits < <(git -C "$KTREE" rev-list --reverse base..main)
 n=${#commits[@]}
 if [ "$n" -eq 0 ]; then
@@ -101,6 +101,7 @@ fi
 git -C "$KTREE" checkout -q main
 # When HEAD itself was stamped, the output may hold an older commit's build.
 if [ "$(cat "$KOUT/.nta-head" 2>/dev/null)" != "$(git -C "$KTREE" rev-parse main)" ]; then
+	configure verify
 	run_logged kernel-build inroot "${KMAKE[@]}" Image modules
 	git -C "$KTREE" rev-parse main >"$KOUT/.nta-head"
 fi

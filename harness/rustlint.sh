@@ -35,6 +35,7 @@ touched_warnings() {
 	done
 }
 
+# shellcheck disable=SC2016 # expanded by the inner shell
 if inroot sh -c 'cd "$1" && shift && rustfmt --check --edition 2021 "$@"' sh "$KTREE" \
 	"${files[@]}" >"$LOGS/rustfmt.log" 2>&1; then
 	verdict pass "rustfmt: ${#files[@]} files clean"
