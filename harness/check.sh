@@ -12,18 +12,23 @@ t0=$SECONDS
 
 record() { echo "$1 $2" >>"$NTA_RESULTS"; }
 
-# stage NAME CMD...: run a stage that must pass for later ones to make sense;
-# its own verdict is recorded only when it does not record any itself.
+# stage NAME CMD...: run one stage. A stage that records no verdict of its
+# own gets one; a stage that fails without recording a failure gets one, so
+# a failure can never end the run looking green.
 stage() {
-	local name=$1 before
+	local name=$1 before fails rc=0
 	shift
 	say "== $name ($((SECONDS - t0)) s)"
 	before=$(wc -l <"$NTA_RESULTS")
-	if "$@"; then
+	fails=$(grep -c '^fail' "$NTA_RESULTS" || true)
+	"$@" || rc=$?
+	if [ "$rc" = 0 ]; then
 		[ "$(wc -l <"$NTA_RESULTS")" -gt "$before" ] || record pass "$name"
 		return 0
 	fi
-	[ "$(wc -l <"$NTA_RESULTS")" -gt "$before" ] || record fail "$name: see the messages above"
+	if [ "$(grep -c '^fail' "$NTA_RESULTS" || true)" -eq "$fails" ]; then
+		record fail "$name: exited with status $rc, see the messages above"
+	fi
 	return 1
 }
 
