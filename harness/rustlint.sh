@@ -27,11 +27,13 @@ if [ -e "$OKDIR/$KEY" ]; then
 	exit 0
 fi
 
-# Warnings of a log that point into the touched files ("--> path:line").
+# Warnings of a log that point into the touched files, where they are
+# reported ("--> path:line") or where a macro expanding to them is used
+# ("::: path:line").
 touched_warnings() {
 	local f
 	for f in "${files[@]}"; do
-		grep -B4 -A8 -E -- "--> (.*/)?$f:" "$1" || true
+		grep -B4 -A8 -E -- "(-->|:::) (.*/)?$f:" "$1" || true
 	done
 }
 
