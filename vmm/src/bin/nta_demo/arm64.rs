@@ -308,7 +308,7 @@ fn setup_vcpu(vm: &VmFd, guest: &[u8], ram: &mut Mapping) -> Result<VcpuFd, Stri
 fn show_refusal(kvm: &Kvm, image: &Mapping) -> Result<bool, String> {
     let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
     match enable_mte_perm(&vm, KernelPolicy::Exit) {
-        Err(nta_vmm::Error::Unsupported(what)) => say(&format!("{what}")),
+        Err(e @ nta_vmm::Error::Unsupported(_)) => say(&format!("enabling it fails: {e}")),
         other => return Err(format!("expected no KVM_CAP_ARM_MTE_PERM, got {other:?}")),
     }
     let mut cap = kvm_bindings::kvm_enable_cap {
