@@ -49,32 +49,28 @@ fi
 CLIPPY_OUT=$OUT/kernel-clippy
 mkdir -p "$CLIPPY_OUT"
 cmp -s "$KOUT/.config" "$CLIPPY_OUT/.config" || cp "$KOUT/.config" "$CLIPPY_OUT/.config"
-say "CLIPPY=1 build of rust/ and samples/rust/"
-if run_logged clippy inroot make -C "$KTREE" O="$CLIPPY_OUT" ARCH=arm64 LLVM=1 CLIPPY=1 \
-	-j"$(nproc)" olddefconfig rust/ samples/rust/; then
-	w=$(touched_warnings "$LOGS/clippy.log")
+# lint_build NAME CMD...: run a build; it fails, or passes with no warning
+# in the touched files.
+lint_build() {
+	local name=$1 w
+	shift
+	say "$name"
+	if ! run_logged "$name" "$@"; then
+		verdict fail "$name: build failed, see $LOGS/$name.log"
+		return
+	fi
+	w=$(touched_warnings "$LOGS/$name.log")
 	if [ -z "$w" ]; then
-		verdict pass "clippy: no warning in the series' Rust files"
+		verdict pass "$name: no warning in the series' Rust files"
 	else
-		verdict fail "clippy: warnings, see $LOGS/clippy.log"
+		verdict fail "$name: warnings, see $LOGS/$name.log"
 		echo "$w" | head -n 40 >&2
 	fi
-else
-	verdict fail "clippy: build failed, see $LOGS/clippy.log"
-fi
+}
 
-say "rustdoc"
-if run_logged rustdoc inroot make -C "$KTREE" O="$KOUT" ARCH=arm64 LLVM=1 rustdoc; then
-	w=$(touched_warnings "$LOGS/rustdoc.log")
-	if [ -z "$w" ]; then
-		verdict pass "rustdoc: no warning in the series' Rust files"
-	else
-		verdict fail "rustdoc: warnings, see $LOGS/rustdoc.log"
-		echo "$w" | head -n 40 >&2
-	fi
-else
-	verdict fail "rustdoc: failed, see $LOGS/rustdoc.log"
-fi
+lint_build clippy inroot make -C "$KTREE" O="$CLIPPY_OUT" ARCH=arm64 LLVM=1 CLIPPY=1 \
+	-j"$(nproc)" olddefconfig rust/ samples/rust/
+lint_build rustdoc inroot make -C "$KTREE" O="$KOUT" ARCH=arm64 LLVM=1 rustdoc
 
 [ "$fail" = 0 ] && touch "$OKDIR/$KEY"
 exit "$fail"
