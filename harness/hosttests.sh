@@ -22,6 +22,16 @@ for t in "$TOP"/harness/tests/test_*.py; do
 	fi
 done
 
+for t in "$TOP"/harness/tests/test_*.sh; do
+	n=$(basename "$t" .sh)
+	if bash "$t" >"$LOGS/$n.log" 2>&1; then
+		verdict pass "$n: $(grep -o 'Ran [0-9]* tests' "$LOGS/$n.log")"
+	else
+		verdict fail "$n: see $LOGS/$n.log"
+		tail -n 30 "$LOGS/$n.log" >&2
+	fi
+done
+
 # A wrong option or argument must be refused with a message naming it.
 expect_error() {
 	local what=$1 pattern=$2 out
@@ -40,7 +50,7 @@ expect_error "make boot PROFILE=nosuch" "is not one of: " make -s -C "$TOP" boot
 
 if command -v shellcheck >/dev/null || { [ -x "$ROOT/usr/bin/shellcheck" ] && SC=inroot; }; then
 	if ${SC:-} shellcheck -x -P "$TOP/harness" "$TOP"/harness/*.sh "$TOP"/harness/guest/init \
-		"$TOP"/harness/guest/show-state "$TOP"/.ci/run >"$LOGS/shellcheck.log" 2>&1; then
+		"$TOP"/harness/guest/show-state "$TOP"/harness/tests/*.sh "$TOP"/.ci/run >"$LOGS/shellcheck.log" 2>&1; then
 		verdict pass "shellcheck: clean"
 	else
 		verdict fail "shellcheck: see $LOGS/shellcheck.log"
