@@ -74,6 +74,10 @@ make_tree() {
 	sed -i '/^# Debian packaging: ignore everything/,$d' "$tmp/.gitignore"
 	sed -i '${/^#$/d}' "$tmp/.gitignore"
 	git -C "$tmp" init -q -b main
+	# No background "gc --auto" after the big first commit: it would hold
+	# the repository's locks while this script goes on using it.
+	git -C "$tmp" config gc.auto 0
+	git -C "$tmp" config maintenance.auto false
 	git -C "$tmp" add -A -f
 	git -C "$tmp" -c user.name=nta -c user.email=nta@localhost \
 		commit -q -m "Linux base: Debian $BASE_PKG $ver"

@@ -84,10 +84,11 @@ inroot() {
 		mount --rbind /dev "$r/dev"
 		mount -t proc proc "$r/proc"
 		mount --rbind /sys "$r/sys"
+		# /tmp first: the repository or the cache may live below it.
+		mount -t tmpfs tmpfs "$r/tmp"
 		for d in "$TOP" "$CACHE"; do
 			mkdir -p "$r$d"; mount --bind "$d" "$r$d"
 		done
-		mount -t tmpfs tmpfs "$r/tmp"
 		# Trust what the host trusts (cargo reaches its registry through it).
 		ca=/etc/ssl/certs/ca-certificates.crt
 		if [ -f "$ca" ] && [ -f "$r$ca" ]; then mount --bind "$ca" "$r$ca"; fi
