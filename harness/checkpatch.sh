@@ -10,7 +10,7 @@ if [ "${#patches[@]}" -eq 0 ]; then
 	say "series/ is empty: nothing to check"
 	exit 0
 fi
-fail=0
+AREA=checkpatch
 for p in "${patches[@]}"; do
 	name=$(basename "$p")
 	log=$LOGS/checkpatch-${name%.patch}.log
@@ -18,13 +18,10 @@ for p in "${patches[@]}"; do
 	# shellcheck disable=SC2016 # expanded by the inner shell
 	if inroot sh -c 'cd "$1" && shift && exec ./scripts/checkpatch.pl "$@"' sh "$KTREE" --strict -q \
 		--ignore FILE_PATH_CHANGES "$p" >"$log" 2>&1; then
-		verdict="pass checkpatch/$name: clean"
+		verdict pass "$name: clean"
 	else
-		verdict="fail checkpatch/$name: $(grep -cE '^(ERROR|WARNING|CHECK):' "$log") issue(s), see $log"
-		fail=1
 		grep -E -A3 '^(ERROR|WARNING|CHECK):' "$log" | head -n 20 >&2
+		verdict fail "$name: $(grep -cE '^(ERROR|WARNING|CHECK):' "$log") issue(s), see $log"
 	fi
-	echo "$verdict"
-	[ -n "${NTA_RESULTS:-}" ] && echo "$verdict" >>"$NTA_RESULTS"
 done
 exit "$fail"

@@ -5,12 +5,7 @@ STAGE=host-tests
 # shellcheck source=harness/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-fail=0
-verdict() {
-	echo "$1 host/$2"
-	[ -z "${NTA_RESULTS:-}" ] || echo "$1 host/$2" >>"$NTA_RESULTS"
-	[ "$1" = pass ] || fail=1
-}
+AREA=host
 
 for t in "$TOP"/harness/tests/test_*.py; do
 	n=$(basename "$t" .py)

@@ -64,6 +64,18 @@ run_logged() {
 	fi
 }
 
+# verdict pass|fail TEXT: one check's verdict, printed, recorded in
+# $NTA_RESULTS under the script's $AREA (make check), and a failure
+# remembered in $fail for the script's exit status.
+# shellcheck disable=SC2034 # read by the scripts that source this file
+fail=0
+verdict() {
+	echo "$1 $AREA/$2"
+	[ -z "${NTA_RESULTS:-}" ] || echo "$1 $AREA/$2" >>"$NTA_RESULTS"
+	# shellcheck disable=SC2034
+	[ "$1" = pass ] || fail=1
+}
+
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 # Keyed on what goes into the root and how it is made, comments aside.

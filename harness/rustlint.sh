@@ -16,12 +16,7 @@ fi
 OKDIR=$OUT/rust-lint-ok
 KEY=$(git -C "$KTREE" rev-parse 'main^{tree}')-$(hash_of "$TOP/config/kernel.config")
 mkdir -p "$OKDIR"
-fail=0
-verdict() {
-	echo "$1 rust/$2"
-	[ -z "${NTA_RESULTS:-}" ] || echo "$1 rust/$2" >>"$NTA_RESULTS"
-	[ "$1" = pass ] || fail=1
-}
+AREA=rust
 if [ -e "$OKDIR/$KEY" ]; then
 	verdict pass "rustfmt, clippy, rustdoc: clean (cached for this tree)"
 	exit 0
