@@ -8,13 +8,14 @@ $(error PROFILE=$(PROFILE) is not one of: $(PROFILES))
 endif
 
 .PHONY: help demo check root base kernel selftests build boot series \
-	reset-tree checkpatch host-tests clean
+	reset-tree checkpatch host-tests bench clean
 
 help:
 	@echo "make demo        build everything and run the end-to-end demo under QEMU"
 	@echo "make check       run the whole test suite (ends with 'N passed, N failed')"
 	@echo "make build       build root, base + series/, kernel, selftests, initramfs"
 	@echo "make boot PROFILE=mteperm|nomteperm   boot and run the guest tests"
+	@echo "make bench       measure NoTagAccess against today's workarounds (QEMU -icount)"
 	@echo "make series      export the scratch tree's commits to series/"
 	@echo "make reset-tree  drop the scratch tree's commits, re-apply series/"
 	@echo "make checkpatch  checkpatch.pl --strict over series/"
@@ -40,6 +41,9 @@ demo: build
 	@$(H)/demo.sh
 check:
 	@$(H)/check.sh
+bench: export NTA_BISECT := $(or $(NTA_BISECT),none)
+bench: build
+	@$(H)/bench.sh
 series: root
 	@$(H)/base.sh --export
 reset-tree: root

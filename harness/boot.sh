@@ -7,7 +7,8 @@
 # Environment: NTA_RESULTS (append verdicts there), NTA_BOOT_TIMEOUT (s),
 # NTA_KUNIT=0|1 (override the profile's boot-time KUnit run),
 # NTA_CONSOLE=1 (copy the console to the terminal as it runs), NTA_SHOW=1
-# (print what the guest's tests printed, after the run).
+# (print what the guest's tests printed, after the run), NTA_SMP (vCPUs,
+# default 2), NTA_QEMU_EXTRA (more QEMU options, split on spaces).
 STAGE=boot
 # shellcheck source=harness/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -50,8 +51,10 @@ say "booting ($DESC), timeout ${TMO}s, console in $LOG"
 start=$SECONDS
 # shellcheck disable=SC2054 # the commas are QEMU's
 qemu=(qemu-system-aarch64 -M virt,virtualization=on,mte=on,gic-version=3
-	-cpu "$QEMU_CPU" -smp 2 -m 3G -nographic -no-reboot
+	-cpu "$QEMU_CPU" -smp "${NTA_SMP:-2}" -m 3G -nographic -no-reboot
 	-kernel "$IMAGE" -initrd "$INITRD" -append "$append")
+# shellcheck disable=SC2206 # options are split on spaces
+qemu+=(${NTA_QEMU_EXTRA:-})
 rc=0
 if [ "${NTA_CONSOLE:-0}" = 1 ]; then
 	inroot timeout --foreground -k 10 "$TMO" "${qemu[@]}" </dev/null 2>&1 | tee "$LOG" || rc=$?

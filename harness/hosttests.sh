@@ -40,6 +40,7 @@ expect_error() {
 	fi
 }
 expect_error "base.sh --bogus" "unknown option '--bogus'" "$TOP/harness/base.sh" --bogus
+expect_error "bench.sh --bogus" "takes no arguments" "$TOP/harness/bench.sh" --bogus
 expect_error "boot.sh nosuchprofile" "profiles: " "$TOP/harness/boot.sh" nosuchprofile
 expect_error "make boot PROFILE=nosuch" "is not one of: " make -s -C "$TOP" boot PROFILE=nosuch
 

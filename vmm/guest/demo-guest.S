@@ -15,40 +15,15 @@
  *   event 7: done
  *   event 8: an unexpected exception (ESR_EL1); the guest then stops
  */
-	.arch	armv8.5-a+memtag
+#include "el1.h"
 
-#define RAM_BASE	0x40000000
-#define FILE_BASE	0x80000000
-#define MMIO_BASE	0x09000000
-#define TABLE		(RAM_BASE + 0x10000)
+#define FILE_BASE	IMAGE_BASE
 #define SCRATCH		(RAM_BASE + 0x20000)
-
-/* MAIR: attr0 Device-nGnRE, attr1 Tagged Normal Write-Back */
-#define MAIR		0xf004
-/* TCR: T0SZ=25, IRGN0/ORGN0 WB, SH0 inner, 4K, EPD1, IPS 40 bits, TBI0 */
-#define TCR		((25) | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23) | \
-			 (2 << 32) | (1 << 37))
-/* SCTLR: RES1 bits, M, C, I, ATA; tag check faults off (TCF=0) */
-#define SCTLR		(0x30d00800 | (1 << 0) | (1 << 2) | (1 << 12) | (1 << 43))
 
 	.text
 	.global	_start
 _start:
-	ldr	x0, =vectors
-	msr	vbar_el1, x0
-	ldr	x0, =MAIR
-	msr	mair_el1, x0
-	ldr	x0, =TCR
-	msr	tcr_el1, x0
-	ldr	x0, =TABLE
-	msr	ttbr0_el1, x0
-	isb
-	tlbi	vmalle1
-	dsb	nsh
-	isb
-	ldr	x0, =SCTLR
-	msr	sctlr_el1, x0
-	isb
+	el1_mmu_on vectors
 
 	ldr	x20, =MMIO_BASE
 	ldr	x21, =FILE_BASE
@@ -93,28 +68,12 @@ sync_el1:
 	str	x10, [x20, #32]
 	mrs	x11, far_el1
 	str	x11, [x20, #40]
-	mrs	x12, elr_el1
-	add	x12, x12, #4
-	msr	elr_el1, x12
-	eret
+	el1_skip_eret
 
 unexpected:
-	mrs	x10, esr_el1
-	ldr	x20, =MMIO_BASE
-	str	x10, [x20, #64]
-3:	wfi
-	b	3b
+	el1_report_stop 64
 
 	.balign	2048
 vectors:
-	.rept	4			/* EL1t: sync, IRQ, FIQ, SError */
-	.balign	128
-	b	unexpected
-	.endr
-	.balign	128			/* EL1h sync, at 0x200 */
-	b	sync_el1
-	.rept	11			/* the rest of EL1h, then lower ELs */
-	.balign	128
-	b	unexpected
-	.endr
+	el1_vectors sync_el1, unexpected
 	.ltorg

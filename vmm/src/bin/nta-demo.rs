@@ -5,6 +5,9 @@
 #[cfg(target_arch = "aarch64")]
 #[path = "nta_demo/arm64.rs"]
 mod arm64;
+#[cfg(target_arch = "aarch64")]
+#[path = "common/arm64.rs"]
+mod common;
 
 #[cfg(target_arch = "aarch64")]
 fn main() -> std::process::ExitCode {

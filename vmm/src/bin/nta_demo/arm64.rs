@@ -5,23 +5,19 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 
-use kvm_bindings::{kvm_userspace_memory_region, kvm_vcpu_init};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, VcpuExit};
 use nta_vmm::uapi::KVM_CAP_ARM_MTE_PERM;
 use nta_vmm::{
-    enable_mte_perm, Backing, GuestMemory, KernelPolicy, Policy, Resolution, Resolver, Slot,
-    TagAccessFault,
+    enable_mte_perm, Backing, KernelPolicy, Policy, Resolution, Resolver, TagAccessFault,
 };
 
-const RAM_BASE: u64 = 0x4000_0000;
+use crate::common::{
+    block, set_slot, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE,
+};
+
 const RAM_SIZE: usize = 2 << 20;
-const TABLE_OFFSET: usize = 0x1_0000;
-const IMAGE_BASE: u64 = 0x8000_0000;
-const MMIO_BASE: u64 = 0x0900_0000;
 const IMAGE_MAGIC: u64 = 0x214e_5552_4b42_494c; // "LIBKRUN!" as a little-endian u64
 const MAX_EXITS: usize = 64;
-/// `KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offsetof(pc) / 4)`
-const REG_PC: u64 = 0x6030_0000_0010_0040;
 
 const USAGE: &str = "\
 usage: nta-demo [--policy POLICY] [--backing KIND] [--image PATH] [--size BYTES] [--guest PATH]
@@ -108,44 +104,6 @@ fn parse_args() -> Result<Options, String> {
     Ok(o)
 }
 
-/// An mmap()ed range, unmapped on drop.
-struct Mapping {
-    addr: *mut u8,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(len: usize, prot: i32, flags: i32, fd: i32) -> Result<Self, String> {
-        // SAFETY: a fresh mapping at an address of the kernel's choosing.
-        let addr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) };
-        if addr == libc::MAP_FAILED {
-            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
-        }
-        Ok(Self {
-            addr: addr.cast(),
-            len,
-        })
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: the mapping is readable, writable and `len` bytes long while `self` lives.
-        unsafe { std::slice::from_raw_parts_mut(self.addr, self.len) }
-    }
-
-    fn read_u64(&self, off: usize) -> u64 {
-        // SAFETY: in bounds (checked) and aligned; volatile, as the guest writes it too.
-        assert!(off + 8 <= self.len && off % 8 == 0);
-        unsafe { std::ptr::read_volatile(self.addr.add(off).cast::<u64>()) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what `new` mapped.
-        unsafe { libc::munmap(self.addr.cast(), self.len) };
-    }
-}
-
 /// The image's contents: a magic word, then a recognisable pattern.
 fn image_bytes(size: usize) -> Vec<u8> {
     (0..size / 8)
@@ -193,17 +151,11 @@ fn map_image(o: &Options) -> Result<(Mapping, Backing, Option<File>), String> {
     Ok((m, backing, Some(f)))
 }
 
-fn set_slot(vm: &VmFd, slot: u32, gpa: u64, m: &Mapping) -> Result<(), String> {
-    let region = kvm_userspace_memory_region {
-        slot,
-        flags: 0,
-        guest_phys_addr: gpa,
-        memory_size: m.len as u64,
-        userspace_addr: m.addr as u64,
-    };
-    // SAFETY: the mapping outlives the VM (both live until the end of `run`).
-    unsafe { vm.set_user_memory_region(region) }
-        .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION(slot {slot}): {e}"))
+/// The word at `off` in `m`, read as the guest may write it too.
+fn read_u64(m: &Mapping, off: usize) -> u64 {
+    assert!(off + 8 <= m.len && off % 8 == 0);
+    // SAFETY: in bounds (checked) and aligned; volatile, as the guest writes it too.
+    unsafe { std::ptr::read_volatile(m.addr.add(off).cast::<u64>()) }
 }
 
 /// The allocation tag of the 16 bytes at `addr` in this process (PROT_MTE memory).
@@ -274,36 +226,6 @@ fn mmio_event(r: &mut Report, addr: u64, data: &[u8]) {
     }
 }
 
-fn setup_vcpu(vm: &VmFd, guest: &[u8], ram: &mut Mapping) -> Result<VcpuFd, String> {
-    let ram_bytes = ram.as_mut_slice();
-    if guest.len() > TABLE_OFFSET {
-        return Err(format!("guest program too big ({} bytes)", guest.len()));
-    }
-    ram_bytes[..guest.len()].copy_from_slice(guest);
-    // Level-1 table: [0, 1G) Device (attr 0), [1G, 2G) and [2G, 3G) Tagged Normal (attr 1).
-    // Block descriptor: address | AF | SH inner | AttrIndx << 2 | block (0b01).
-    let block = |addr: u64, attr: u64| addr | (1 << 10) | (3 << 8) | (attr << 2) | 1;
-    for (i, d) in [block(0, 0), block(RAM_BASE, 1), block(IMAGE_BASE, 1)]
-        .iter()
-        .enumerate()
-    {
-        let off = TABLE_OFFSET + i * 8;
-        ram_bytes[off..off + 8].copy_from_slice(&d.to_le_bytes());
-    }
-
-    let vcpu = vm
-        .create_vcpu(0)
-        .map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
-    let mut init = kvm_vcpu_init::default();
-    vm.get_preferred_target(&mut init)
-        .map_err(|e| format!("KVM_ARM_PREFERRED_TARGET: {e}"))?;
-    vcpu.vcpu_init(&init)
-        .map_err(|e| format!("KVM_ARM_VCPU_INIT: {e}"))?;
-    vcpu.set_one_reg(REG_PC, &RAM_BASE.to_le_bytes())
-        .map_err(|e| format!("KVM_SET_ONE_REG(PC): {e}"))?;
-    Ok(vcpu)
-}
-
 /// Shows what Linux does without FEAT_MTE_PERM: an MTE guest cannot have the image.
 fn show_refusal(kvm: &Kvm, image: &Mapping) -> Result<bool, String> {
     let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
@@ -365,29 +287,11 @@ fn run(o: &Options) -> Result<bool, String> {
         }
     ));
 
-    let mut ram = Mapping::new(
-        RAM_SIZE,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-        -1,
-    )?;
-    let vcpu = setup_vcpu(&vm, &guest, &mut ram)?;
-    set_slot(&vm, 0, RAM_BASE, &ram)?;
-    set_slot(&vm, 1, IMAGE_BASE, &image)?;
-    let mut mem = GuestMemory::new(4096);
-    for (id, gpa, m, b) in [
-        (0, RAM_BASE, &ram, Backing::TagCapable),
-        (1, IMAGE_BASE, &image, backing.clone()),
-    ] {
-        mem.add(Slot {
-            id,
-            gpa,
-            size: m.len as u64,
-            host_addr: m.addr as u64,
-            backing: b,
-        })
-        .map_err(|e| e.to_string())?;
-    }
+    let mut ram = Mapping::anon(RAM_SIZE, 0)?;
+    // [0, 1G) Device (attr 0), [1G, 2G) and [2G, 3G) Tagged Normal (attr 1).
+    let blocks = [block(0, 0), block(RAM_BASE, 1), block(IMAGE_BASE, 1)];
+    let vcpu = setup_vcpu(&vm, &guest, &mut ram, &blocks)?;
+    let mut mem = two_slots(&vm, &ram, &image, backing.clone())?;
 
     let resolver = policy.map(|p| Resolver::new(p, 0));
     let mut vcpu = vcpu;
@@ -469,7 +373,7 @@ fn judge(o: &Options, r: &Report, killed: bool, image: &Mapping, file: Option<&F
                 "the VMM sees tag 7 on the swapped page",
                 host_ldg(image.addr as u64) == 7,
             );
-            check("and the same data", image.read_u64(0) == IMAGE_MAGIC);
+            check("and the same data", read_u64(image, 0) == IMAGE_MAGIC);
         }
         _ => {
             let sea = |&(esr, far): &(u64, u64)| {

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# "make bench": boot the series' kernel once on the FEAT_MTE_PERM CPU under
+# QEMU -icount, run nta-bench there (harness/bench.list), and write the raw
+# CSV, the tables and the plot to bench-results/ (NTA_BENCH_DIR overrides).
+#
+# Environment: NTA_ICOUNT (QEMU's -icount options, default shift=0,sleep=off).
+STAGE=bench
+# shellcheck source=harness/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+[ $# = 0 ] || die "bench.sh takes no arguments (got '$*'); see the README"
+RES=${NTA_BENCH_DIR:-$TOP/bench-results}
+ICOUNT=${NTA_ICOUNT:-shift=0,sleep=off}
+mkdir -p "$RES"
+
+say "one boot, -icount $ICOUNT, 1 vCPU; progress lines come from the guest's console"
+NTA_SMP=1 NTA_KUNIT=0 NTA_BOOT_TIMEOUT=${NTA_BOOT_TIMEOUT:-5400} \
+	NTA_QEMU_EXTRA="-icount $ICOUNT" "$TOP/harness/boot.sh" mteperm "$TOP/harness/bench.list"
+
+LOG=$LOGS/console-mteperm-bench.log
+sed -n 's/\r$//; s/^NTA: # csv,//p' "$LOG" >"$RES/raw.csv"
+[ "$(wc -l <"$RES/raw.csv")" -gt 1 ] || die "no measurements in $LOG"
+
+{
+	echo "QEMU:    $(inroot qemu-system-aarch64 --version | head -n 1)"
+	echo "machine: -M virt,virtualization=on,mte=on,gic-version=3 -cpu max -smp 1 -m 3G"
+	echo "timing:  -icount $ICOUNT (guest CNTVCT and CLOCK_MONOTONIC follow executed instructions)"
+	echo "kernel:  $(sed -n 's/\r$//; s/^NTA: # profile [^,]*, kernel //p' "$LOG" | head -n 1)," \
+		"config/kernel.config $(hash_of "$TOP/config/kernel.config"), series $(git -C "$KTREE" rev-parse --short HEAD)"
+	echo "host:    $(nproc) cores, $(date -u +%Y-%m-%d)"
+} >"$RES/conditions.txt"
+
+inroot python3 "$TOP/harness/benchreport.py" "$RES/raw.csv" "$RES" --conditions "$RES/conditions.txt"
+say "raw numbers: $RES/raw.csv; tables: $RES/tables.md; plot: $RES/bench.png"

@@ -1,0 +1,138 @@
+//! What nta-demo and nta-bench share: host mappings, memslots, the guest's stage-1 table and
+//! its vCPU (arm64 only).
+
+use kvm_bindings::{kvm_userspace_memory_region, kvm_vcpu_init};
+use kvm_ioctls::{VcpuFd, VmFd};
+use nta_vmm::{Backing, GuestMemory, Slot};
+
+/// Where the guest program and its RAM start.
+pub const RAM_BASE: u64 = 0x4000_0000;
+/// Offset of the guest's level-1 translation table in its RAM.
+pub const TABLE_OFFSET: usize = 0x1_0000;
+/// The second memslot (image, benchmark region) starts here.
+pub const IMAGE_BASE: u64 = 0x8000_0000;
+/// The guest's MMIO window: in no memslot, so every access exits.
+pub const MMIO_BASE: u64 = 0x0900_0000;
+/// `KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offsetof(pc) / 4)`
+const REG_PC: u64 = 0x6030_0000_0010_0040;
+
+/// An mmap()ed range, unmapped on drop.
+pub struct Mapping {
+    pub addr: *mut u8,
+    pub len: usize,
+}
+
+impl Mapping {
+    pub fn new(len: usize, prot: i32, flags: i32, fd: i32) -> Result<Self, String> {
+        // SAFETY: a fresh mapping at an address of the kernel's choosing.
+        let addr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) };
+        if addr == libc::MAP_FAILED {
+            return Err(format!(
+                "mmap of {len} bytes: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Self {
+            addr: addr.cast(),
+            len,
+        })
+    }
+
+    /// Private anonymous read-write memory, with extra `flags` (`MAP_POPULATE`, ...).
+    pub fn anon(len: usize, flags: i32) -> Result<Self, String> {
+        Self::new(
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
+            -1,
+        )
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is readable, writable and `len` bytes long while `self` lives.
+        unsafe { std::slice::from_raw_parts_mut(self.addr, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `new` mapped.
+        unsafe { libc::munmap(self.addr.cast(), self.len) };
+    }
+}
+
+/// Registers `m` as memslot `slot` at `gpa`.
+pub fn set_slot(vm: &VmFd, slot: u32, gpa: u64, m: &Mapping) -> Result<(), String> {
+    let region = kvm_userspace_memory_region {
+        slot,
+        flags: 0,
+        guest_phys_addr: gpa,
+        memory_size: m.len as u64,
+        userspace_addr: m.addr as u64,
+    };
+    // SAFETY: the caller keeps the mapping alive as long as the VM.
+    unsafe { vm.set_user_memory_region(region) }
+        .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION(slot {slot}): {e}"))
+}
+
+/// Registers `ram` (tag-capable) as memslot 0 at `RAM_BASE` and `image`, backed by `backing`,
+/// as memslot 1 at `IMAGE_BASE`; returns the map of both, for resolving faults.
+pub fn two_slots(
+    vm: &VmFd,
+    ram: &Mapping,
+    image: &Mapping,
+    backing: Backing,
+) -> Result<GuestMemory, String> {
+    let mut mem = GuestMemory::new(4096);
+    for (id, gpa, m, b) in [
+        (0, RAM_BASE, ram, Backing::TagCapable),
+        (1, IMAGE_BASE, image, backing),
+    ] {
+        set_slot(vm, id, gpa, m)?;
+        mem.add(Slot {
+            id,
+            gpa,
+            size: m.len as u64,
+            host_addr: m.addr as u64,
+            backing: b,
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(mem)
+}
+
+/// A level-1 block descriptor: address | AF | SH inner | AttrIndx << 2 | block (0b01).
+pub fn block(addr: u64, attr: u64) -> u64 {
+    addr | (1 << 10) | (3 << 8) | (attr << 2) | 1
+}
+
+/// Copies the guest program to the start of `ram`, its level-1 table (`blocks`, one per GiB
+/// from 0) to `TABLE_OFFSET`, and creates vCPU 0 starting at `RAM_BASE`.
+pub fn setup_vcpu(
+    vm: &VmFd,
+    guest: &[u8],
+    ram: &mut Mapping,
+    blocks: &[u64],
+) -> Result<VcpuFd, String> {
+    let ram_bytes = ram.as_mut_slice();
+    if guest.len() > TABLE_OFFSET {
+        return Err(format!("guest program too big ({} bytes)", guest.len()));
+    }
+    ram_bytes[..guest.len()].copy_from_slice(guest);
+    for (i, d) in blocks.iter().enumerate() {
+        let off = TABLE_OFFSET + i * 8;
+        ram_bytes[off..off + 8].copy_from_slice(&d.to_le_bytes());
+    }
+
+    let vcpu = vm
+        .create_vcpu(0)
+        .map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
+    let mut init = kvm_vcpu_init::default();
+    vm.get_preferred_target(&mut init)
+        .map_err(|e| format!("KVM_ARM_PREFERRED_TARGET: {e}"))?;
+    vcpu.vcpu_init(&init)
+        .map_err(|e| format!("KVM_ARM_VCPU_INIT: {e}"))?;
+    vcpu.set_one_reg(REG_PC, &RAM_BASE.to_le_bytes())
+        .map_err(|e| format!("KVM_SET_ONE_REG(PC): {e}"))?;
+    Ok(vcpu)
+}

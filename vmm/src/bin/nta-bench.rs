@@ -1,0 +1,21 @@
+//! nta-bench: what NoTagAccess costs on the stage-2 fault path and what it saves against
+//! copying an image into tag-capable memory. Runs on an arm64 host with KVM (an L1 guest under
+//! QEMU here); prints CSV rows that harness/benchreport.py turns into tables and a plot.
+
+#[cfg(target_arch = "aarch64")]
+#[path = "nta_bench/arm64.rs"]
+mod arm64;
+#[cfg(target_arch = "aarch64")]
+#[path = "common/arm64.rs"]
+mod common;
+
+#[cfg(target_arch = "aarch64")]
+fn main() -> std::process::ExitCode {
+    arm64::main()
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+fn main() -> std::process::ExitCode {
+    eprintln!("nta-bench: runs on an arm64 host with KVM only");
+    std::process::ExitCode::from(2)
+}

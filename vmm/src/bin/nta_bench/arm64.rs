@@ -1,0 +1,564 @@
+//! The benchmark itself (arm64 only).
+//!
+//! Every point boots a fresh VM, so its stage 2 starts empty, and the guest times its own work
+//! with CNTVCT_EL0. Under QEMU's `-icount` the counter follows the number of instructions the
+//! emulated machine executed (guest, KVM at EL2 and this VMM alike), so its deltas are stable
+//! from run to run where wall-clock time under TCG is not.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use kvm_bindings::kvm_enable_cap;
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use nta_vmm::uapi::KVM_CAP_ARM_MTE;
+use nta_vmm::{
+    enable_mte_perm, Backing, GuestMemory, KernelPolicy, Policy, Resolver, TagAccessFault,
+};
+
+use crate::common::{block, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE};
+
+const PAGE: usize = 4096;
+const HUGE: usize = 2 << 20;
+const RAM_SIZE: usize = 2 << 20;
+/// `MAP_HUGE_2MB`: log2(2 MiB) << `MAP_HUGE_SHIFT`.
+const MAP_HUGE_2MB: i32 = 21 << 26;
+
+const OP_LOAD: u64 = 1;
+const OP_TAG: u64 = 2;
+
+const USAGE: &str = "\
+usage: nta-bench [--quick] [--reps N] [--only fault|startup|tag] [--dir DIR] [--guest PATH]
+
+Measures, in one boot, what mapping memory without tag storage NoTagAccess
+costs and saves for an MTE guest, and prints one CSV row per measurement:
+  csv,QUESTION,CASE,PARAM,REP,METRIC,VALUE
+
+  fault    stage-2 fault-in: the guest reads one word of each of N pages of
+           a NoTagAccess page-cache file (nta-file), of tag-capable anonymous
+           memory (tagged-anon), of the same file with MTE off (file-mte-off),
+           and of 2 MiB hugetlb pages (block mappings) with and without MTE;
+           metric ns_per_page, PARAM = N
+  startup  giving an MTE guest a D-byte image: copied into tag-capable
+           memory (copy, as today) or mapped from the file (map, NoTagAccess);
+           two guests each; metrics first_insn_ms (from opening the image to
+           the guest's first instruction), touch_ms (the guest reads every
+           page), added_mib (host memory used by the two guests beyond the
+           file's page cache), rss_anon_mib and rss_file_mib (what the VMM
+           process is charged), PARAM = D in MiB
+  tag      one tag access (STG) to a NoTagAccess page resolved by an EXIT
+           and make-taggable, or by KVM's SEA, against an ordinary stage-2
+           fault of the same page; metrics fault_ns_per_page, tag_ns_per_page
+
+  --quick       one small point of each (a smoke test, as make check runs it)
+  --reps N      repetitions of each point (default 3)
+  --only Q      one question only
+  --dir DIR     where to create the files (default /ramfs; must not be tmpfs,
+                which is shmem and tag-capable)
+  --guest PATH  the guest program (default /tests/bench-guest.bin)
+
+Times are CNTVCT_EL0 deltas (fault, tag) or CLOCK_MONOTONIC (startup),
+converted to ns of the machine's clock; run under QEMU -icount they count
+emulated instructions. Every point checks itself (exits, aborts, data read);
+exit status 1 if one is wrong, 2 on bad options.";
+
+struct Options {
+    quick: bool,
+    reps: usize,
+    only: Option<String>,
+    dir: String,
+    guest: String,
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
+    let mut o = Options {
+        quick: false,
+        reps: 3,
+        only: None,
+        dir: "/ramfs".into(),
+        guest: "/tests/bench-guest.bin".into(),
+    };
+    let mut args = args;
+    while let Some(a) = args.next() {
+        let mut value = || args.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--quick" => o.quick = true,
+            "--reps" => {
+                let v = value()?;
+                o.reps = match v.parse() {
+                    Ok(n @ 1..=20) => n,
+                    _ => return Err(format!("--reps: '{v}' is not a number from 1 to 20")),
+                };
+            }
+            "--only" => {
+                let v = value()?;
+                if !["fault", "startup", "tag"].contains(&v.as_str()) {
+                    return Err(format!("--only: '{v}' is not fault, startup or tag"));
+                }
+                o.only = Some(v);
+            }
+            "--dir" => o.dir = value()?,
+            "--guest" => o.guest = value()?,
+            _ => return Err(format!("unknown option '{a}'")),
+        }
+    }
+    Ok(o)
+}
+
+/// Progress, to the console (where the harness shows it while the run goes on) and stderr.
+fn progress(msg: &str) {
+    eprintln!("[nta-bench] {msg}");
+    if let Ok(mut c) = OpenOptions::new().write(true).open("/dev/console") {
+        let _ = writeln!(c, "[nta-bench] {msg}");
+    }
+}
+
+fn row(q: &str, case: &str, param: u64, rep: usize, metric: &str, value: f64) {
+    println!("csv,{q},{case},{param},{rep},{metric},{value:.1}");
+}
+
+/// MTE for the VM: off, on, or on with `KVM_CAP_ARM_MTE_PERM` and a policy.
+#[derive(Clone, Copy, PartialEq)]
+enum Mte {
+    Off,
+    Tags,
+    Perm(KernelPolicy),
+}
+
+/// What one guest operation measured.
+#[derive(Default, Debug)]
+struct OpResult {
+    ticks: u64,
+    aborts: u64,
+    sum: u64,
+    tag_exits: u64,
+}
+
+/// A booted guest, waiting for its next operation.
+struct Guest {
+    _vm: VmFd,
+    vcpu: VcpuFd,
+    _ram: Mapping,
+    mem: GuestMemory,
+    resolver: Resolver,
+    freq: u64,
+}
+
+fn enable_mte(vm: &VmFd) -> Result<(), String> {
+    let c = kvm_enable_cap {
+        cap: KVM_CAP_ARM_MTE,
+        ..Default::default()
+    };
+    vm.enable_cap(&c)
+        .map_err(|e| format!("KVM_ENABLE_CAP(KVM_CAP_ARM_MTE): {e}"))
+}
+
+fn le(data: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = data.len().min(8);
+    b[..n].copy_from_slice(&data[..n]);
+    u64::from_le_bytes(b)
+}
+
+impl Guest {
+    /// Creates a VM with `region` at `IMAGE_BASE` and runs it to its first instruction.
+    fn boot(
+        kvm: &Kvm,
+        prog: &[u8],
+        mte: Mte,
+        region: &Mapping,
+        backing: Backing,
+    ) -> Result<Self, String> {
+        let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+        match mte {
+            Mte::Off => {}
+            Mte::Tags => enable_mte(&vm)?,
+            Mte::Perm(p) => enable_mte_perm(&vm, p).map_err(|e| e.to_string())?,
+        }
+        let mut ram = Mapping::anon(RAM_SIZE, 0)?;
+        // Normal memory is Tagged (attr 1) for an MTE guest, plain Write-Back (attr 2) if not.
+        let attr = if mte == Mte::Off { 2 } else { 1 };
+        let blocks = [block(0, 0), block(RAM_BASE, attr), block(IMAGE_BASE, attr)];
+        let vcpu = setup_vcpu(&vm, prog, &mut ram, &blocks)?;
+        let mem = two_slots(&vm, &ram, region, backing)?;
+        let mut g = Self {
+            _vm: vm,
+            vcpu,
+            _ram: ram,
+            mem,
+            resolver: Resolver::new(Policy::MakeTaggable, 0),
+            freq: 0,
+        };
+        match g.vcpu.run() {
+            Ok(VcpuExit::MmioWrite(a, d)) if a == MMIO_BASE => g.freq = le(d),
+            other => return Err(format!("guest did not start: {other:?}")),
+        }
+        if g.freq == 0 {
+            return Err("the guest reads CNTFRQ_EL0 = 0".into());
+        }
+        Ok(g)
+    }
+
+    /// Runs one operation over `pages` pages from `base`, resolving tag-access exits by
+    /// swapping the page for tag-capable memory.
+    fn op(&mut self, op: u64, base: u64, pages: u64) -> Result<OpResult, String> {
+        let mut r = OpResult::default();
+        let max_exits = 16 + 2 * pages;
+        for _ in 0..max_exits {
+            match self.vcpu.run() {
+                Ok(VcpuExit::MmioRead(addr, data)) => {
+                    let v = match addr.wrapping_sub(MMIO_BASE) {
+                        0x08 => op,
+                        0x10 => base,
+                        0x18 => pages,
+                        off => return Err(format!("guest read unknown MMIO offset {off:#x}")),
+                    };
+                    let n = data.len().min(8);
+                    data[..n].copy_from_slice(&v.to_le_bytes()[..n]);
+                }
+                Ok(VcpuExit::MmioWrite(addr, data)) => match addr.wrapping_sub(MMIO_BASE) {
+                    0x20 => r.ticks = le(data),
+                    0x28 => r.aborts = le(data),
+                    0x30 => {
+                        r.sum = le(data);
+                        return Ok(r);
+                    }
+                    0x38 => return Err(format!("guest exception, ESR_EL1 {:#x}", le(data))),
+                    off => return Err(format!("guest wrote unknown MMIO offset {off:#x}")),
+                },
+                Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
+                    let f = match TagAccessFault::from_exit(flags, gpa, size) {
+                        Ok(Some(f)) => f,
+                        other => return Err(format!("unexpected memory fault: {other:?}")),
+                    };
+                    self.resolver
+                        .resolve(&mut self.mem, &self.vcpu, &f)
+                        .map_err(|e| e.to_string())?;
+                    r.tag_exits += 1;
+                }
+                Ok(other) => return Err(format!("unexpected exit {other:?}")),
+                Err(e) => return Err(format!("KVM_RUN: {e}")),
+            }
+        }
+        Err(format!(
+            "operation {op} did not finish in {max_exits} exits"
+        ))
+    }
+
+    fn ns(&self, ticks: u64) -> f64 {
+        ticks as f64 * 1e9 / self.freq as f64
+    }
+}
+
+/// A file of `size` bytes whose page `i` starts with the word `i + 1`.
+fn make_file(path: &str, size: usize) -> Result<File, String> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| format!("{path}: {e}"))?;
+    let mut page = vec![0u8; PAGE];
+    for i in 0..size / PAGE {
+        page[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+        f.write_all(&page).map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(f)
+}
+
+/// The sum the guest's load operation must see over the first `pages` pages of such a file.
+fn file_sum(pages: u64) -> u64 {
+    pages * (pages + 1) / 2
+}
+
+fn map_file(f: &File, len: usize, flags: i32) -> Result<Mapping, String> {
+    Mapping::new(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED | flags,
+        f.as_raw_fd(),
+    )
+}
+
+fn check(what: &str, good: bool) -> Result<(), String> {
+    if good {
+        Ok(())
+    } else {
+        Err(format!("self-check failed: {what}"))
+    }
+}
+
+struct Bench {
+    o: Options,
+    kvm: Kvm,
+    prog: Vec<u8>,
+}
+
+impl Bench {
+    /// Question 1: per-page cost of stage-2 faults, by backing and MTE.
+    fn fault(&self) -> Result<(), String> {
+        let sizes: &[u64] = if self.o.quick {
+            &[64]
+        } else {
+            &[64, 256, 1024, 4096, 16384]
+        };
+        let max = *sizes.iter().max().unwrap_or(&64) as usize * PAGE;
+        let path = format!("{}/nta-bench-fault.img", self.o.dir);
+        let file = make_file(&path, max)?;
+        ensure_hugepages(max.div_ceil(HUGE))?;
+        let cases: [(&str, Mte); 5] = [
+            ("nta-file", Mte::Perm(KernelPolicy::Exit)),
+            ("tagged-anon", Mte::Tags),
+            ("file-mte-off", Mte::Off),
+            ("tagged-hugetlb", Mte::Tags),
+            ("hugetlb-mte-off", Mte::Off),
+        ];
+        for &n in sizes {
+            for rep in 0..self.o.reps {
+                for (case, mte) in cases {
+                    progress(&format!("fault: {case}, {n} pages, rep {rep}"));
+                    let len = n as usize * PAGE;
+                    // Populated on the host, so only stage 2 is measured.
+                    let (region, backing) = match case {
+                        "nta-file" | "file-mte-off" => (
+                            map_file(&file, len, libc::MAP_POPULATE)?,
+                            Backing::SharedFile(path.clone()),
+                        ),
+                        "tagged-anon" => {
+                            (Mapping::anon(len, libc::MAP_POPULATE)?, Backing::TagCapable)
+                        }
+                        _ => (
+                            Mapping::anon(
+                                len.next_multiple_of(HUGE),
+                                libc::MAP_HUGETLB | MAP_HUGE_2MB | libc::MAP_POPULATE,
+                            )
+                            .map_err(|e| format!("{e} (2 MiB hugetlb pages reserved?)"))?,
+                            Backing::TagCapable,
+                        ),
+                    };
+                    let mut g = Guest::boot(&self.kvm, &self.prog, mte, &region, backing)?;
+                    let r = g.op(OP_LOAD, IMAGE_BASE, n)?;
+                    check(&format!("{case}: no tag exits or aborts"), {
+                        r.tag_exits == 0 && r.aborts == 0
+                    })?;
+                    if case.contains("file") {
+                        check(&format!("{case}: the guest read the file"), {
+                            r.sum == file_sum(n)
+                        })?;
+                    }
+                    row(
+                        "fault",
+                        case,
+                        n,
+                        rep,
+                        "ns_per_page",
+                        g.ns(r.ticks) / n as f64,
+                    );
+                }
+            }
+        }
+        drop(file);
+        std::fs::remove_file(&path).map_err(|e| format!("{path}: {e}"))
+    }
+
+    /// Question 3: one tag access to NoTagAccess memory, by policy, against an ordinary fault.
+    fn tag(&self) -> Result<(), String> {
+        let n: u64 = if self.o.quick { 16 } else { 256 };
+        let len = n as usize * PAGE;
+        let path = format!("{}/nta-bench-tag.img", self.o.dir);
+        for rep in 0..self.o.reps {
+            for (case, policy) in [
+                ("exit-make-taggable", KernelPolicy::Exit),
+                ("sea", KernelPolicy::Sea),
+            ] {
+                progress(&format!("tag: {case}, {n} pages, rep {rep}"));
+                let file = make_file(&path, len)?;
+                let region = map_file(&file, len, libc::MAP_POPULATE)?;
+                let backing = Backing::SharedFile(path.clone());
+                let mut g =
+                    Guest::boot(&self.kvm, &self.prog, Mte::Perm(policy), &region, backing)?;
+                let fault = g.op(OP_LOAD, IMAGE_BASE, n)?;
+                check("the guest read the file", fault.sum == file_sum(n))?;
+                let tag = g.op(OP_TAG, IMAGE_BASE, n)?;
+                let again = g.op(OP_TAG, IMAGE_BASE, n)?;
+                if policy == KernelPolicy::Exit {
+                    check("one exit per page, no abort", {
+                        tag.tag_exits == n && tag.aborts == 0
+                    })?;
+                    check("swapped pages take tags without exits", {
+                        again.tag_exits == 0 && again.aborts == 0
+                    })?;
+                } else {
+                    check("one SEA per page, no exit", {
+                        tag.aborts == n && tag.tag_exits == 0
+                    })?;
+                    check("and again", again.aborts == n && again.tag_exits == 0)?;
+                }
+                let per = |r: &OpResult| g.ns(r.ticks) / n as f64;
+                row("tag", case, n, rep, "fault_ns_per_page", per(&fault));
+                row("tag", case, n, rep, "tag_ns_per_page", per(&tag));
+                row("tag", case, n, rep, "again_ns_per_page", per(&again));
+            }
+        }
+        std::fs::remove_file(&path).map_err(|e| format!("{path}: {e}"))
+    }
+
+    /// Question 2: start-up and memory for two guests given the same image.
+    fn startup(&self) -> Result<(), String> {
+        let sizes: &[u64] = if self.o.quick {
+            &[1]
+        } else {
+            &[1, 4, 16, 64, 256]
+        };
+        for &mib in sizes {
+            let size = (mib as usize) << 20;
+            let pages = (size / PAGE) as u64;
+            let path = format!("{}/nta-bench-image-{mib}M.img", self.o.dir);
+            make_file(&path, size)?;
+            for rep in 0..self.o.reps {
+                for mode in ["copy", "map"] {
+                    progress(&format!("startup: {mode}, {mib} MiB, rep {rep}"));
+                    let before = used_kib()?;
+                    let mut guests = Vec::new();
+                    for g in 0..2 {
+                        let t0 = Instant::now();
+                        let mut f = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+                        let (region, backing, mte) = if mode == "copy" {
+                            let mut m = Mapping::anon(size, 0)?;
+                            f.read_exact(m.as_mut_slice())
+                                .map_err(|e| format!("{path}: {e}"))?;
+                            (m, Backing::TagCapable, Mte::Tags)
+                        } else {
+                            let m = Mapping::new(size, libc::PROT_READ, libc::MAP_SHARED, {
+                                f.as_raw_fd()
+                            })?;
+                            let b = Backing::SharedFile(path.clone());
+                            (m, b, Mte::Perm(KernelPolicy::Exit))
+                        };
+                        let mut guest = Guest::boot(&self.kvm, &self.prog, mte, &region, backing)?;
+                        let first = t0.elapsed().as_secs_f64() * 1e3;
+                        let r = guest.op(OP_LOAD, IMAGE_BASE, pages)?;
+                        check("the guest read the whole image", r.sum == file_sum(pages))?;
+                        let idx = rep * 2 + g;
+                        row("startup", mode, mib, idx, "first_insn_ms", first);
+                        row(
+                            "startup",
+                            mode,
+                            mib,
+                            idx,
+                            "touch_ms",
+                            guest.ns(r.ticks) / 1e6,
+                        );
+                        guests.push((guest, region));
+                    }
+                    let added = used_kib()?.saturating_sub(before) as f64 / 1024.0;
+                    row("startup", mode, mib, rep, "added_mib", added);
+                    // What the process is charged, counting each mapping of the file.
+                    for (field, metric) in
+                        [("RssAnon:", "rss_anon_mib"), ("RssFile:", "rss_file_mib")]
+                    {
+                        let kib = kib_field("/proc/self/status", field)?;
+                        row("startup", mode, mib, rep, metric, kib as f64 / 1024.0);
+                    }
+                }
+            }
+            std::fs::remove_file(&path).map_err(|e| format!("{path}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+const NR_HUGEPAGES: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+/// Reserves `count` free 2 MiB hugetlb pages for the block-mapping cases, if not there yet.
+fn ensure_hugepages(count: usize) -> Result<(), String> {
+    let read = || -> Result<usize, String> {
+        let s =
+            std::fs::read_to_string(NR_HUGEPAGES).map_err(|e| format!("{NR_HUGEPAGES}: {e}"))?;
+        s.trim()
+            .parse()
+            .map_err(|_| format!("{NR_HUGEPAGES}: '{}'", s.trim()))
+    };
+    if read()? >= count {
+        return Ok(());
+    }
+    progress(&format!("reserving {count} hugetlb pages of 2 MiB"));
+    std::fs::write(NR_HUGEPAGES, count.to_string()).map_err(|e| format!("{NR_HUGEPAGES}: {e}"))?;
+    let got = read()?;
+    check(
+        &format!("{count} hugetlb pages of 2 MiB reserved (got {got})"),
+        got >= count,
+    )
+}
+
+/// A "NAME: N kB" field of a /proc file, in KiB.
+fn kib_field(path: &str, name: &str) -> Result<u64, String> {
+    let s = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    s.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .ok_or(format!("{path} has no {name}"))
+}
+
+/// Memory in use on the host: MemTotal - MemFree, in KiB.
+fn used_kib() -> Result<u64, String> {
+    let total = kib_field("/proc/meminfo", "MemTotal:")?;
+    let free = kib_field("/proc/meminfo", "MemFree:")?;
+    Ok(total.saturating_sub(free))
+}
+
+fn run(o: Options) -> Result<(), String> {
+    let prog = std::fs::read(&o.guest).map_err(|e| format!("{}: {e}", o.guest))?;
+    let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
+    if kvm.check_extension_raw(nta_vmm::uapi::KVM_CAP_ARM_MTE_PERM.into()) <= 0 {
+        return Err("this host does not offer KVM_CAP_ARM_MTE_PERM".into());
+    }
+    let b = Bench { o, kvm, prog };
+    println!("csv,question,case,param,rep,metric,value");
+    let only = b.o.only.clone();
+    let want = |q: &str| only.as_deref().is_none_or(|o| o == q);
+    if want("fault") {
+        b.fault()?;
+    }
+    if want("tag") {
+        b.tag()?;
+    }
+    if want("startup") {
+        b.startup()?;
+    }
+    Ok(())
+}
+
+pub fn main() -> ExitCode {
+    let o = match parse_args(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("nta-bench: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let t0 = Instant::now();
+    match run(o) {
+        Ok(()) => {
+            progress(&format!("done in {:.1} s", t0.elapsed().as_secs_f64()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            progress(&format!("error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
