@@ -91,9 +91,9 @@ def startup_table(s):
             return ("startup", mode, d, metric)
         mem = {}
         for mode in ("copy", "map"):
-            if k(mode, "added_mib") in s:
-                # The image file's page cache is there in both cases.
-                mem[mode] = d + s[k(mode, "added_mib")][0]
+            if k(mode, "anon_mib") in s:
+                # The image file's page cache (d) is there in both cases.
+                mem[mode] = d + s[k(mode, "anon_mib")][0]
         saved = f"{mem['copy'] - mem['map']:.0f}" if len(mem) == 2 else "n/a"
         memcell = {m: f"{mem[m]:.0f}" if m in mem else "n/a" for m in ("copy", "map")}
         out.append(
@@ -102,19 +102,15 @@ def startup_table(s):
             f"{ratio(s, k('copy', 'first_insn_ms'), k('map', 'first_insn_ms'))} | "
             f"{cell(s, k('copy', 'touch_ms'), 1)} | {cell(s, k('map', 'touch_ms'), 1)} | "
             f"{memcell['copy']} | {memcell['map']} | {saved} |")
-    out += ["", "Memory of the two guests (MiB): the host's use (the image's page cache, "
-            "D, plus what the guests added) against the VMM's RSS, which counts each "
-            "mapping of a shared file page again.", "",
-            "| image MiB | host, copy | host, map | RssAnon, copy | RssFile, copy "
-            "| RssAnon, map | RssFile, map |",
-            "|---:|---:|---:|---:|---:|---:|---:|"]
+    out += ["", "Host memory (MiB) = the image's page cache (D, there either way) + the "
+            "anonymous memory the two guests added; the VMM's RssFile counts the shared "
+            "page cache once per mapping, so it overstates what map costs.", "",
+            "| image MiB | anon added, copy | anon added, map | RssFile, copy | RssFile, map |",
+            "|---:|---:|---:|---:|---:|"]
     for d in params(s, "startup"):
-        def k(mode, metric):
-            return ("startup", mode, d, metric)
-        host = [f"{d + s[k(m, 'added_mib')][0]:.0f}" if k(m, "added_mib") in s else "n/a"
-                for m in ("copy", "map")]
-        rss = [cell(s, k(m, r)) for m in ("copy", "map") for r in ("rss_anon_mib", "rss_file_mib")]
-        out.append(f"| {d} | " + " | ".join(host + rss) + " |")
+        cells = [cell(s, ("startup", m, d, r), 1)
+                 for r in ("anon_mib", "rss_file_mib") for m in ("copy", "map")]
+        out.append(f"| {d} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -166,7 +162,7 @@ def plot(s, path):
     mem_ax = ax[1].twinx()
     for mode in ("copy", "map"):
         t = [s.get(("startup", mode, d, "first_insn_ms")) for d in ds]
-        mem = [s.get(("startup", mode, d, "added_mib")) for d in ds]
+        mem = [s.get(("startup", mode, d, "anon_mib")) for d in ds]
         if ds and all(t) and all(mem):
             ax[1].plot(ds, [m for m, *_ in t], marker="o", label=f"ms to first insn, {mode}")
             mem_ax.plot(ds, [d + m[0] for d, m in zip(ds, mem)], linestyle="--",

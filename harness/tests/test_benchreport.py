@@ -15,8 +15,8 @@ fault,file-mte-off,64,0,ns_per_page,55.0
 fault,tagged-anon,64,0,ns_per_page,220.0
 startup,copy,4,0,first_insn_ms,40.0
 startup,map,4,0,first_insn_ms,10.0
-startup,copy,4,0,added_mib,8.5
-startup,map,4,0,added_mib,0.5
+startup,copy,4,0,anon_mib,8.5
+startup,map,4,0,anon_mib,0.5
 tag,sea,16,0,fault_ns_per_page,100
 tag,sea,16,0,tag_ns_per_page,300
 """

@@ -22,7 +22,9 @@ use crate::common::{block, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE
 
 const PAGE: usize = 4096;
 const HUGE: usize = 2 << 20;
-const RAM_SIZE: usize = 2 << 20;
+/// Below 2 MiB, so that no transparent huge page backs it and the memory the guests add is
+/// the images'.
+const RAM_SIZE: usize = 1 << 20;
 /// `MAP_HUGE_2MB`: log2(2 MiB) << `MAP_HUGE_SHIFT`.
 const MAP_HUGE_2MB: i32 = 21 << 26;
 
@@ -45,9 +47,9 @@ costs and saves for an MTE guest, and prints one CSV row per measurement:
            memory (copy, as today) or mapped from the file (map, NoTagAccess);
            two guests each; metrics first_insn_ms (from opening the image to
            the guest's first instruction), touch_ms (the guest reads every
-           page), added_mib (host memory used by the two guests beyond the
-           file's page cache), rss_anon_mib and rss_file_mib (what the VMM
-           process is charged), PARAM = D in MiB
+           page), anon_mib (anonymous memory the two guests added: the
+           copies), rss_file_mib (the VMM's RssFile, which counts the shared
+           page cache once per mapping), PARAM = D in MiB
   tag      one tag access (STG) to a NoTagAccess page resolved by an EXIT
            and make-taggable, or by KVM's SEA, against an ordinary stage-2
            fault of the same page; metrics fault_ns_per_page, tag_ns_per_page
@@ -287,6 +289,21 @@ fn map_file(f: &File, len: usize, flags: i32) -> Result<Mapping, String> {
     )
 }
 
+/// Anonymous memory in 4 KiB pages (no transparent huge pages), populated.
+fn anon_4k(len: usize) -> Result<Mapping, String> {
+    let m = Mapping::anon(len, 0)?;
+    for (advice, what) in [
+        (libc::MADV_NOHUGEPAGE, "MADV_NOHUGEPAGE"),
+        (libc::MADV_POPULATE_WRITE, "MADV_POPULATE_WRITE"),
+    ] {
+        // SAFETY: advice on a mapping this function owns.
+        if unsafe { libc::madvise(m.addr.cast(), len, advice) } != 0 {
+            return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(m)
+}
+
 fn check(what: &str, good: bool) -> Result<(), String> {
     if good {
         Ok(())
@@ -331,9 +348,7 @@ impl Bench {
                             map_file(&file, len, libc::MAP_POPULATE)?,
                             Backing::SharedFile(path.clone()),
                         ),
-                        "tagged-anon" => {
-                            (Mapping::anon(len, libc::MAP_POPULATE)?, Backing::TagCapable)
-                        }
+                        "tagged-anon" => (anon_4k(len)?, Backing::TagCapable),
                         _ => (
                             Mapping::anon(
                                 len.next_multiple_of(HUGE),
@@ -425,7 +440,7 @@ impl Bench {
             for rep in 0..self.o.reps {
                 for mode in ["copy", "map"] {
                     progress(&format!("startup: {mode}, {mib} MiB, rep {rep}"));
-                    let before = used_kib()?;
+                    let before = kib_field("/proc/self/status", "RssAnon:")?;
                     let mut guests = Vec::new();
                     for g in 0..2 {
                         let t0 = Instant::now();
@@ -458,15 +473,19 @@ impl Bench {
                         );
                         guests.push((guest, region));
                     }
-                    let added = used_kib()?.saturating_sub(before) as f64 / 1024.0;
-                    row("startup", mode, mib, rep, "added_mib", added);
-                    // What the process is charged, counting each mapping of the file.
-                    for (field, metric) in
-                        [("RssAnon:", "rss_anon_mib"), ("RssFile:", "rss_file_mib")]
-                    {
-                        let kib = kib_field("/proc/self/status", field)?;
-                        row("startup", mode, mib, rep, metric, kib as f64 / 1024.0);
-                    }
+                    // The copies are anonymous memory; the file's page cache (D) is shared,
+                    // though RssFile counts it once per mapping.
+                    let anon = kib_field("/proc/self/status", "RssAnon:")?.saturating_sub(before);
+                    row("startup", mode, mib, rep, "anon_mib", anon as f64 / 1024.0);
+                    let file = kib_field("/proc/self/status", "RssFile:")?;
+                    row(
+                        "startup",
+                        mode,
+                        mib,
+                        rep,
+                        "rss_file_mib",
+                        file as f64 / 1024.0,
+                    );
                 }
             }
             std::fs::remove_file(&path).map_err(|e| format!("{path}: {e}"))?;
@@ -511,13 +530,6 @@ fn kib_field(path: &str, name: &str) -> Result<u64, String> {
                 .ok()
         })
         .ok_or(format!("{path} has no {name}"))
-}
-
-/// Memory in use on the host: MemTotal - MemFree, in KiB.
-fn used_kib() -> Result<u64, String> {
-    let total = kib_field("/proc/meminfo", "MemTotal:")?;
-    let free = kib_field("/proc/meminfo", "MemFree:")?;
-    Ok(total.saturating_sub(free))
 }
 
 fn run(o: Options) -> Result<(), String> {
