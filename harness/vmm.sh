@@ -15,7 +15,7 @@ if [ "${1:-}" = --host ]; then
 	AREA=vmm
 	cd "$TOP/vmm"
 	if cargo test --locked >"$LOGS/vmm-test.log" 2>&1; then
-		verdict pass "cargo test: $(grep -o '[0-9]* passed' "$LOGS/vmm-test.log" | head -1)"
+		verdict pass "cargo test: $(grep -o '[0-9]* passed' "$LOGS/vmm-test.log" | awk '{ n += $1 } END { print n }') passed"
 	else
 		verdict fail "cargo test: see $LOGS/vmm-test.log"
 		tail -n 30 "$LOGS/vmm-test.log" >&2

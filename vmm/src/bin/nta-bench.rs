@@ -8,6 +8,8 @@ mod arm64;
 #[cfg(target_arch = "aarch64")]
 #[path = "common/arm64.rs"]
 mod common;
+#[path = "nta_bench/options.rs"]
+mod options;
 
 #[cfg(target_arch = "aarch64")]
 fn main() -> std::process::ExitCode {
@@ -16,6 +18,18 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(not(target_arch = "aarch64"))]
 fn main() -> std::process::ExitCode {
-    eprintln!("nta-bench: runs on an arm64 host with KVM only");
-    std::process::ExitCode::from(2)
+    match options::parse_args(std::env::args().skip(1)) {
+        Ok(None) => {
+            println!("{}", options::USAGE);
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nta-bench: {e}\n\n{}", options::USAGE);
+            std::process::ExitCode::from(2)
+        }
+        Ok(Some(_)) => {
+            eprintln!("nta-bench: runs on an arm64 host with KVM only");
+            std::process::ExitCode::from(2)
+        }
+    }
 }

@@ -19,6 +19,7 @@ use nta_vmm::{
 };
 
 use crate::common::{block, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE};
+use crate::options::{parse_args, Options, USAGE};
 
 const PAGE: usize = 4096;
 const HUGE: usize = 2 << 20;
@@ -30,88 +31,6 @@ const MAP_HUGE_2MB: i32 = 21 << 26;
 
 const OP_LOAD: u64 = 1;
 const OP_TAG: u64 = 2;
-
-const USAGE: &str = "\
-usage: nta-bench [--quick] [--reps N] [--only fault|startup|tag] [--dir DIR] [--guest PATH]
-
-Measures, in one boot, what mapping memory without tag storage NoTagAccess
-costs and saves for an MTE guest, and prints one CSV row per measurement:
-  csv,QUESTION,CASE,PARAM,REP,METRIC,VALUE
-
-  fault    stage-2 fault-in: the guest reads one word of each of N pages of
-           a NoTagAccess page-cache file (nta-file), of tag-capable anonymous
-           memory (tagged-anon), of the same file with MTE off (file-mte-off),
-           and of 2 MiB hugetlb pages (block mappings) with and without MTE;
-           metric ns_per_page, PARAM = N
-  startup  giving an MTE guest a D-byte image: copied into tag-capable
-           memory (copy, as today) or mapped from the file (map, NoTagAccess);
-           two guests each; metrics first_insn_ms (from opening the image to
-           the guest's first instruction), touch_ms (the guest reads every
-           page), anon_mib (anonymous memory the two guests added: the
-           copies), rss_file_mib (the VMM's RssFile, which counts the shared
-           page cache once per mapping), PARAM = D in MiB
-  tag      one tag access (STG) to a NoTagAccess page resolved by an EXIT
-           and make-taggable, or by KVM's SEA, against an ordinary stage-2
-           fault of the same page; metrics fault_ns_per_page, tag_ns_per_page
-
-  --quick       one small point of each (a smoke test, as make check runs it)
-  --reps N      repetitions of each point (default 3)
-  --only Q      one question only
-  --dir DIR     where to create the files (default /ramfs; must not be tmpfs,
-                which is shmem and tag-capable)
-  --guest PATH  the guest program (default /tests/bench-guest.bin)
-
-Times are CNTVCT_EL0 deltas (fault, tag) or CLOCK_MONOTONIC (startup),
-converted to ns of the machine's clock; run under QEMU -icount they count
-emulated instructions. Every point checks itself (exits, aborts, data read);
-exit status 1 if one is wrong, 2 on bad options.";
-
-struct Options {
-    quick: bool,
-    reps: usize,
-    only: Option<String>,
-    dir: String,
-    guest: String,
-}
-
-fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
-    let mut o = Options {
-        quick: false,
-        reps: 3,
-        only: None,
-        dir: "/ramfs".into(),
-        guest: "/tests/bench-guest.bin".into(),
-    };
-    let mut args = args;
-    while let Some(a) = args.next() {
-        let mut value = || args.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--quick" => o.quick = true,
-            "--reps" => {
-                let v = value()?;
-                o.reps = match v.parse() {
-                    Ok(n @ 1..=20) => n,
-                    _ => return Err(format!("--reps: '{v}' is not a number from 1 to 20")),
-                };
-            }
-            "--only" => {
-                let v = value()?;
-                if !["fault", "startup", "tag"].contains(&v.as_str()) {
-                    return Err(format!("--only: '{v}' is not fault, startup or tag"));
-                }
-                o.only = Some(v);
-            }
-            "--dir" => o.dir = value()?,
-            "--guest" => o.guest = value()?,
-            _ => return Err(format!("unknown option '{a}'")),
-        }
-    }
-    Ok(o)
-}
 
 /// Progress, to the console (where the harness shows it while the run goes on) and stderr.
 fn progress(msg: &str) {
@@ -556,7 +475,11 @@ fn run(o: Options) -> Result<(), String> {
 
 pub fn main() -> ExitCode {
     let o = match parse_args(std::env::args().skip(1)) {
-        Ok(o) => o,
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("nta-bench: {e}\n\n{USAGE}");
             return ExitCode::from(2);
