@@ -20,7 +20,7 @@ pub mod uapi;
 pub use error::Error;
 pub use fault::TagAccessFault;
 pub use memory::{Backing, GuestMemory, Slot};
-pub use policy::{enable_mte_perm, KernelPolicy, Policy, Resolution, Resolver};
+pub use policy::{enable_mte, enable_mte_perm, KernelPolicy, Policy, Resolution, Resolver};
 
 /// Result type of this crate.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -29,20 +29,34 @@ impl KernelPolicy {
     }
 }
 
-/// Enables MTE, then `KVM_CAP_ARM_MTE_PERM` with `policy`, on a VM without vCPUs.
-pub fn enable_mte_perm(vm: &VmFd, policy: KernelPolicy) -> Result<()> {
-    let enable = |cap: u32, arg: u64, what| {
-        let mut c = kvm_enable_cap {
-            cap,
-            ..Default::default()
-        };
-        c.args[0] = arg;
-        vm.enable_cap(&c).map_err(|e| Error::Kvm(what, e))
+/// `KVM_ENABLE_CAP` of `cap` with `args[0] = arg` on the VM; `what` names it in errors.
+fn enable_cap(vm: &VmFd, cap: u32, arg: u64, what: &'static str) -> Result<()> {
+    let mut c = kvm_enable_cap {
+        cap,
+        ..Default::default()
     };
+    c.args[0] = arg;
+    vm.enable_cap(&c).map_err(|e| Error::Kvm(what, e))
+}
 
+fn check_mte(vm: &VmFd) -> Result<()> {
     if vm.check_extension_raw(KVM_CAP_ARM_MTE.into()) <= 0 {
         return Err(Error::Unsupported("KVM_CAP_ARM_MTE"));
     }
+    Ok(())
+}
+
+/// Enables MTE (`KVM_CAP_ARM_MTE`) on a VM without vCPUs: memory must then hold tags, unless
+/// [`enable_mte_perm`] is used instead.
+pub fn enable_mte(vm: &VmFd) -> Result<()> {
+    check_mte(vm)?;
+    enable_cap(vm, KVM_CAP_ARM_MTE, 0, "KVM_ENABLE_CAP(KVM_CAP_ARM_MTE)")
+}
+
+/// Enables MTE, then `KVM_CAP_ARM_MTE_PERM` with `policy`, on a VM without vCPUs. Nothing is
+/// enabled unless both are supported.
+pub fn enable_mte_perm(vm: &VmFd, policy: KernelPolicy) -> Result<()> {
+    check_mte(vm)?;
     let policies = vm.check_extension_raw(KVM_CAP_ARM_MTE_PERM.into());
     if policies <= 0 {
         return Err(Error::Unsupported(
@@ -52,8 +66,9 @@ pub fn enable_mte_perm(vm: &VmFd, policy: KernelPolicy) -> Result<()> {
     if (policies as u64) & policy.bit() == 0 {
         return Err(Error::Unsupported("this KVM_CAP_ARM_MTE_PERM policy"));
     }
-    enable(KVM_CAP_ARM_MTE, 0, "KVM_ENABLE_CAP(KVM_CAP_ARM_MTE)")?;
-    enable(
+    enable_cap(vm, KVM_CAP_ARM_MTE, 0, "KVM_ENABLE_CAP(KVM_CAP_ARM_MTE)")?;
+    enable_cap(
+        vm,
         KVM_CAP_ARM_MTE_PERM,
         policy.bit(),
         "KVM_ENABLE_CAP(KVM_CAP_ARM_MTE_PERM)",

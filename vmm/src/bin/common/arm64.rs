@@ -101,6 +101,14 @@ pub fn two_slots(
     Ok(mem)
 }
 
+/// The little-endian value of up to 8 bytes of an MMIO access.
+pub fn le(data: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = data.len().min(8);
+    b[..n].copy_from_slice(&data[..n]);
+    u64::from_le_bytes(b)
+}
+
 /// A level-1 block descriptor: address | AF | SH inner | AttrIndx << 2 | block (0b01).
 pub fn block(addr: u64, attr: u64) -> u64 {
     addr | (1 << 10) | (3 << 8) | (attr << 2) | 1

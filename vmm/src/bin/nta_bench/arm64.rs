@@ -11,14 +11,13 @@ use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use kvm_bindings::kvm_enable_cap;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use nta_vmm::uapi::KVM_CAP_ARM_MTE;
 use nta_vmm::{
-    enable_mte_perm, Backing, GuestMemory, KernelPolicy, Policy, Resolver, TagAccessFault,
+    enable_mte, enable_mte_perm, Backing, GuestMemory, KernelPolicy, Policy, Resolver,
+    TagAccessFault,
 };
 
-use crate::common::{block, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE};
+use crate::common::{block, le, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE};
 use crate::options::{parse_args, Options, USAGE};
 
 const PAGE: usize = 4096;
@@ -52,6 +51,17 @@ enum Mte {
     Perm(KernelPolicy),
 }
 
+/// What backs the measured memslot of a fault-in case.
+#[derive(Clone, Copy, PartialEq)]
+enum Region {
+    /// The page-cache file, shared.
+    File,
+    /// Anonymous memory in 4 KiB pages.
+    Anon4k,
+    /// 2 MiB hugetlb pages (stage-2 block mappings).
+    Hugetlb,
+}
+
 /// What one guest operation measured.
 #[derive(Default, Debug)]
 struct OpResult {
@@ -71,22 +81,6 @@ struct Guest {
     freq: u64,
 }
 
-fn enable_mte(vm: &VmFd) -> Result<(), String> {
-    let c = kvm_enable_cap {
-        cap: KVM_CAP_ARM_MTE,
-        ..Default::default()
-    };
-    vm.enable_cap(&c)
-        .map_err(|e| format!("KVM_ENABLE_CAP(KVM_CAP_ARM_MTE): {e}"))
-}
-
-fn le(data: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = data.len().min(8);
-    b[..n].copy_from_slice(&data[..n]);
-    u64::from_le_bytes(b)
-}
-
 impl Guest {
     /// Creates a VM with `region` at `IMAGE_BASE` and runs it to its first instruction.
     fn boot(
@@ -99,7 +93,7 @@ impl Guest {
         let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
         match mte {
             Mte::Off => {}
-            Mte::Tags => enable_mte(&vm)?,
+            Mte::Tags => enable_mte(&vm).map_err(|e| e.to_string())?,
             Mte::Perm(p) => enable_mte_perm(&vm, p).map_err(|e| e.to_string())?,
         }
         let mut ram = Mapping::anon(RAM_SIZE, 0)?;
@@ -249,26 +243,26 @@ impl Bench {
         let path = format!("{}/nta-bench-fault.img", self.o.dir);
         let file = make_file(&path, max)?;
         ensure_hugepages(max.div_ceil(HUGE))?;
-        let cases: [(&str, Mte); 5] = [
-            ("nta-file", Mte::Perm(KernelPolicy::Exit)),
-            ("tagged-anon", Mte::Tags),
-            ("file-mte-off", Mte::Off),
-            ("tagged-hugetlb", Mte::Tags),
-            ("hugetlb-mte-off", Mte::Off),
+        let cases = [
+            ("nta-file", Mte::Perm(KernelPolicy::Exit), Region::File),
+            ("tagged-anon", Mte::Tags, Region::Anon4k),
+            ("file-mte-off", Mte::Off, Region::File),
+            ("tagged-hugetlb", Mte::Tags, Region::Hugetlb),
+            ("hugetlb-mte-off", Mte::Off, Region::Hugetlb),
         ];
         for &n in sizes {
             for rep in 0..self.o.reps {
-                for (case, mte) in cases {
+                for (case, mte, kind) in cases {
                     progress(&format!("fault: {case}, {n} pages, rep {rep}"));
                     let len = n as usize * PAGE;
                     // Populated on the host, so only stage 2 is measured.
-                    let (region, backing) = match case {
-                        "nta-file" | "file-mte-off" => (
+                    let (region, backing) = match kind {
+                        Region::File => (
                             map_file(&file, len, libc::MAP_POPULATE)?,
                             Backing::SharedFile(path.clone()),
                         ),
-                        "tagged-anon" => (anon_4k(len)?, Backing::TagCapable),
-                        _ => (
+                        Region::Anon4k => (anon_4k(len)?, Backing::TagCapable),
+                        Region::Hugetlb => (
                             Mapping::anon(
                                 len.next_multiple_of(HUGE),
                                 libc::MAP_HUGETLB | MAP_HUGE_2MB | libc::MAP_POPULATE,
@@ -282,7 +276,7 @@ impl Bench {
                     check(&format!("{case}: no tag exits or aborts"), {
                         r.tag_exits == 0 && r.aborts == 0
                     })?;
-                    if case.contains("file") {
+                    if kind == Region::File {
                         check(&format!("{case}: the guest read the file"), {
                             r.sum == file_sum(n)
                         })?;

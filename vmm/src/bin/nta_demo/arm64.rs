@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use kvm_ioctls::{Kvm, VcpuExit};
 use nta_vmm::uapi::KVM_CAP_ARM_MTE_PERM;
 use nta_vmm::{
-    enable_mte_perm, Backing, KernelPolicy, Policy, Resolution, Resolver, TagAccessFault,
+    enable_mte, enable_mte_perm, Backing, KernelPolicy, Policy, Resolution, Resolver,
+    TagAccessFault,
 };
 
 use crate::common::{
-    block, set_slot, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE,
+    block, le, set_slot, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE,
 };
 
 const RAM_SIZE: usize = 2 << 20;
@@ -186,9 +187,7 @@ fn say(msg: &str) {
 }
 
 fn mmio_event(r: &mut Report, addr: u64, data: &[u8]) {
-    let mut b = [0u8; 8];
-    b[..data.len().min(8)].copy_from_slice(&data[..data.len().min(8)]);
-    let v = u64::from_le_bytes(b);
+    let v = le(data);
     match (addr - MMIO_BASE) / 8 {
         1 => {
             say(&format!("guest read the image through the slot: {v:#018x}"));
@@ -233,13 +232,7 @@ fn show_refusal(kvm: &Kvm, image: &Mapping) -> Result<bool, String> {
         Err(e @ nta_vmm::Error::Unsupported(_)) => say(&format!("enabling it fails: {e}")),
         other => return Err(format!("expected no KVM_CAP_ARM_MTE_PERM, got {other:?}")),
     }
-    let mut cap = kvm_bindings::kvm_enable_cap {
-        cap: nta_vmm::uapi::KVM_CAP_ARM_MTE,
-        ..Default::default()
-    };
-    cap.args[0] = 0;
-    vm.enable_cap(&cap)
-        .map_err(|e| format!("KVM_ENABLE_CAP(KVM_CAP_ARM_MTE): {e}"))?;
+    enable_mte(&vm).map_err(|e| e.to_string())?;
     match set_slot(&vm, 1, IMAGE_BASE, image) {
         Err(e) if e.contains("Invalid argument") || e.contains("22") => {
             say(&format!("an MTE guest cannot be given the image: {e}"));
