@@ -67,6 +67,13 @@ def params(s, q):
     return sorted({k[2] for k in s if k[0] == q})
 
 
+def host_mib(s, mode, d):
+    """Host memory of two guests given a d-MiB image: its page cache (there
+    either way) plus the anonymous memory they added; None if not measured."""
+    m = s.get(("startup", mode, d, "anon_mib"))
+    return None if m is None else d + m[0]
+
+
 def fault_table(s):
     out = ["### 1. Stage-2 fault-in: ns per page (4 KiB stride)", "",
            "| pages | " + " | ".join(FAULT_CASES)
@@ -89,11 +96,7 @@ def startup_table(s):
     for d in params(s, "startup"):
         def k(mode, metric):
             return ("startup", mode, d, metric)
-        mem = {}
-        for mode in ("copy", "map"):
-            if k(mode, "anon_mib") in s:
-                # The image file's page cache (d) is there in both cases.
-                mem[mode] = d + s[k(mode, "anon_mib")][0]
+        mem = {m: host_mib(s, m, d) for m in ("copy", "map") if host_mib(s, m, d) is not None}
         saved = f"{mem['copy'] - mem['map']:.0f}" if len(mem) == 2 else "n/a"
         memcell = {m: f"{mem[m]:.0f}" if m in mem else "n/a" for m in ("copy", "map")}
         out.append(
@@ -162,10 +165,10 @@ def plot(s, path):
     mem_ax = ax[1].twinx()
     for mode in ("copy", "map"):
         t = [s.get(("startup", mode, d, "first_insn_ms")) for d in ds]
-        mem = [s.get(("startup", mode, d, "anon_mib")) for d in ds]
-        if ds and all(t) and all(mem):
+        mem = [host_mib(s, mode, d) for d in ds]
+        if ds and all(t) and all(m is not None for m in mem):
             ax[1].plot(ds, [m for m, *_ in t], marker="o", label=f"ms to first insn, {mode}")
-            mem_ax.plot(ds, [d + m[0] for d, m in zip(ds, mem)], linestyle="--",
+            mem_ax.plot(ds, mem, linestyle="--",
                         marker="s", label=f"host MiB, {mode}")
     ax[1].set(xscale="log", yscale="log", xlabel="image MiB", ylabel="ms to first insn",
               title="2. start-up, two guests (dashed: host MiB)")
