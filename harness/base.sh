@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Fetch the pinned linux-source-7.3 package, verify it, unpack it into the
-# scratch git tree ($CACHE/linux, tag "base") and apply series/ with git am.
+# scratch git tree ($CACHE/linux, tag "base"), apply series/ with git am,
+# then the test platform's quirks (harness/quirks/, not for upstream: see
+# its README) on top.
 #
-#   base.sh            make sure the tree is base + series/ (the default)
-#   base.sh --export   regenerate series/ from the tree's commits on base
-#   base.sh --reset    throw away the tree's commits and re-apply series/
+#   base.sh            make sure the tree is base + series/ + quirks (default)
+#   base.sh --export   regenerate series/ (and harness/quirks/) from the
+#                      tree's commits on base
+#   base.sh --reset    throw away the tree's commits and re-apply both
 STAGE=base
 # shellcheck source=harness/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -18,14 +21,16 @@ case "${1:-}" in
 esac
 
 SERIES=$TOP/series
+QUIRKS=$TOP/harness/quirks
 STAMP=$CACHE/linux.series-stamp
 DL=$CACHE/dl
 mkdir -p "$DL"
 
 series_patches() { find "$SERIES" -maxdepth 1 -name '0*.patch' ! -name '0000-*' 2>/dev/null | sort; }
+quirk_patches() { find "$QUIRKS" -maxdepth 1 -name '0*.patch' 2>/dev/null | sort; }
 series_hash() {
 	local p
-	p=$(series_patches)
+	p=$(series_patches; quirk_patches)
 	if [ -n "$p" ]; then
 		# shellcheck disable=SC2086
 		hash_of $p
@@ -99,6 +104,17 @@ apply_series() {
 		}
 	done
 	say "applied $n patch(es) from series/"
+	n=0
+	for p in $(quirk_patches); do
+		n=$((n + 1))
+		grep -q "^Subject: \[PATCH[^]]*\] $QUIRK_PREFIX" "$p" ||
+			die "harness/quirks/$(basename "$p"): subject must start with '$QUIRK_PREFIX'"
+		g -c user.name=nta -c user.email=nta@localhost am -q --keep-cr "$p" || {
+			g am --abort || true
+			die "harness/quirks/$(basename "$p") does not apply on top of series/"
+		}
+	done
+	[ "$n" -eq 0 ] || say "applied $n test-platform quirk(s) from harness/quirks/ (not for upstream)"
 	echo "$(series_hash) $(g rev-parse HEAD)" >"$STAMP"
 }
 
@@ -122,9 +138,10 @@ reset) apply_series ;;
 export)
 	[ -z "$dirty" ] || die "$KTREE has uncommitted edits; commit them first"
 	[ "$(g rev-list --count base..HEAD)" -gt 0 ] || die "no commits on base to export"
+	top=$(series_top)
 	cover=$(find "$SERIES" -maxdepth 1 -name '0000-cover-letter.patch' 2>/dev/null)
 	tmp=$(mktemp -d)
-	g format-patch -q --cover-letter -o "$tmp" base..HEAD
+	g format-patch -q --cover-letter -o "$tmp" "base..$top"
 	if [ -n "$cover" ]; then
 		# Keep the hand-written cover letter text, refresh its shortlog/diffstat.
 		python3 "$TOP/harness/cover.py" "$cover" "$tmp/0000-cover-letter.patch"
@@ -133,7 +150,12 @@ export)
 	mkdir -p "$SERIES"
 	mv "$tmp"/*.patch "$SERIES"/
 	rmdir "$tmp"
+	rm -f "$QUIRKS"/0*.patch
+	if [ "$(g rev-parse "$top")" != "$head" ]; then
+		g format-patch -q -o "$QUIRKS" "$top..HEAD"
+	fi
 	echo "$(series_hash) $head" >"$STAMP"
-	say "exported $(series_patches | wc -l) patch(es) to series/"
+	say "exported $(series_patches | wc -l) patch(es) to series/," \
+		"$(quirk_patches | wc -l) to harness/quirks/"
 	;;
 esac

@@ -26,7 +26,7 @@ PFILE=$TOP/harness/profiles/$PROFILE
 [ -f "$LIST" ] || die "no such test list: $LIST"
 STAGE=boot:$PROFILE
 
-DESC="" QEMU_CPU="" CMDLINE="" KUNIT=0 ALLOW_SKIP=""
+DESC="" QEMU_CPU="" CMDLINE="" KUNIT=0 ALLOW_SKIP="" TAG_ACCESS_QUIRK=0
 # shellcheck source=harness/profiles/mteperm
 . "$PFILE"
 KUNIT=${NTA_KUNIT:-$KUNIT}
@@ -72,6 +72,20 @@ args=("$LOG" "$PROFILE" "$LIST" --ktree "$KTREE" --allow-skip "$ALLOW_SKIP"
 	--known-failures "$TOP/harness/known-failures")
 [ "$KUNIT" = 1 ] && args+=(--kunit)
 [ -n "${NTA_RESULTS:-}" ] && args+=(--results "$NTA_RESULTS")
+# The QEMU quirk of harness/quirks/ says in the kernel log when it rewrote a
+# syndrome. On a profile whose tests make tag accesses it must have: once it
+# no longer does, QEMU reports the architectural syndrome and the quirk goes.
+if [ "$TAG_ACCESS_QUIRK" = 1 ]; then
+	AREA=quirk
+	if grep -q "NOT FOR UPSTREAM quirk: QEMU's tag access syndrome" "$LOG"; then
+		verdict pass "qemu-tag-access-syndrome: still needed on $PROFILE ($(grep -o \
+			"syndrome 0x[0-9a-f]*" "$LOG" | head -n 1) rewritten)"
+	else
+		verdict fail "qemu-tag-access-syndrome: never used on $PROFILE: either no tag $(
+		)access ran or QEMU now reports a Permission fault; if the tests passed, $(
+		)drop harness/quirks/ and say so in the cover letter"
+	fi
+fi
 if ! python3 "$TOP/harness/results.py" "${args[@]}"; then
 	grep '^NTA: ' "$LOG" | grep -B15 '^NTA: not ok' | tail -n 40 >&2 || true
 	die "profile $PROFILE failed; console log: $LOG"

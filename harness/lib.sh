@@ -76,6 +76,25 @@ verdict() {
 	[ "$1" = pass ] || fail=1
 }
 
+# Commits of the scratch tree whose subject starts with this are the test
+# platform's quirks (harness/quirks/): applied last, never part of series/.
+# shellcheck disable=SC2034
+QUIRK_PREFIX="NOT FOR UPSTREAM: "
+# The last commit of the series proper in the scratch tree: HEAD less the
+# quirk commits on top. Fails if a quirk sits below a series commit.
+series_top() {
+	local c top=""
+	while read -r c; do
+		if git -C "$KTREE" log -1 --format=%s "$c" | grep -q "^$QUIRK_PREFIX"; then
+			[ -n "$top" ] || top=$c^
+		elif [ -n "$top" ]; then
+			die "commit $(git -C "$KTREE" log -1 --format='%h %s' "$c") sits above a quirk;" \
+				"quirks (subject '$QUIRK_PREFIX...') must be the last commits"
+		fi
+	done < <(git -C "$KTREE" rev-list --reverse base..main)
+	git -C "$KTREE" rev-parse "${top:-main}"
+}
+
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 # Keyed on what goes into the root and how it is made, comments aside.
