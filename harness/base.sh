@@ -22,6 +22,8 @@ esac
 
 SERIES=$TOP/series
 QUIRKS=$TOP/harness/quirks
+# The series' posting version: its subjects read "[PATCH vN nn/mm]".
+SERIES_VERSION=2
 STAMP=$CACHE/linux.series-stamp
 DL=$CACHE/dl
 mkdir -p "$DL"
@@ -126,7 +128,8 @@ dirty=$(g status --porcelain --untracked-files=no)
 case $mode in
 apply)
 	if [ "$s_hash" = "$(series_hash)" ] && [ "$s_head" = "$head" ] && [ -z "$dirty" ]; then
-		say "tree is base + series/ ($(g rev-list --count base..HEAD) patches)"
+		say "tree is base + series/ ($(g rev-list --count "base..$(series_top)") patches)" \
+			"+ $(quirk_patches | wc -l) quirk(s)"
 	elif [ "$s_head" = "$head" ] && [ -z "$dirty" ]; then
 		apply_series
 	else
@@ -141,7 +144,8 @@ export)
 	top=$(series_top)
 	cover=$(find "$SERIES" -maxdepth 1 -name '0000-cover-letter.patch' 2>/dev/null)
 	tmp=$(mktemp -d)
-	g format-patch -q --cover-letter -o "$tmp" "base..$top"
+	g format-patch -q --cover-letter --subject-prefix="PATCH v$SERIES_VERSION" \
+		-o "$tmp" "base..$top"
 	if [ -n "$cover" ]; then
 		# Keep the hand-written cover letter text, refresh its shortlog/diffstat.
 		python3 "$TOP/harness/cover.py" "$cover" "$tmp/0000-cover-letter.patch"
