@@ -94,16 +94,21 @@ make_tree() {
 	echo "none $(g rev-parse HEAD)" >"$STAMP"
 }
 
+# am_patch FILE WHERE: git am one patch; WHERE says what it should apply to.
+am_patch() {
+	g -c user.name=nta -c user.email=nta@localhost am -q --keep-cr "$1" || {
+		g am --abort || true
+		die "${1#"$TOP"/}: does not apply to $2"
+	}
+}
+
 apply_series() {
 	g reset -q --hard base
 	g clean -qfdx
 	local n=0 p
 	for p in $(series_patches); do
 		n=$((n + 1))
-		g -c user.name=nta -c user.email=nta@localhost am -q --keep-cr "$p" || {
-			g am --abort || true
-			die "series/$(basename "$p") does not apply to the base"
-		}
+		am_patch "$p" "the base"
 	done
 	say "applied $n patch(es) from series/"
 	n=0
@@ -111,10 +116,7 @@ apply_series() {
 		n=$((n + 1))
 		grep -q "^Subject: \[PATCH[^]]*\] $QUIRK_PREFIX" "$p" ||
 			die "harness/quirks/$(basename "$p"): subject must start with '$QUIRK_PREFIX'"
-		g -c user.name=nta -c user.email=nta@localhost am -q --keep-cr "$p" || {
-			g am --abort || true
-			die "harness/quirks/$(basename "$p") does not apply on top of series/"
-		}
+		am_patch "$p" "the top of series/"
 	done
 	[ "$n" -eq 0 ] || say "applied $n test-platform quirk(s) from harness/quirks/ (not for upstream)"
 	echo "$(series_hash) $(g rev-parse HEAD)" >"$STAMP"
