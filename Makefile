@@ -8,7 +8,7 @@ $(error PROFILE=$(PROFILE) is not one of: $(PROFILES))
 endif
 
 .PHONY: help demo check root base kernel selftests build boot series \
-	reset-tree checkpatch host-tests bench clean
+	reset-tree checkpatch host-tests bench bench-dir clean
 
 help:
 	@echo "make demo        build everything and run the end-to-end demo under QEMU"
@@ -42,8 +42,11 @@ demo: build
 check:
 	@$(H)/check.sh
 bench: export NTA_BISECT := $(or $(NTA_BISECT),none)
-bench: build
+# The results directory is checked first: a bad NTA_BENCH_DIR fails at once.
+bench: bench-dir build
 	@$(H)/bench.sh
+bench-dir:
+	@$(H)/bench.sh --check-dir
 series: root
 	@$(H)/base.sh --export
 reset-tree: root

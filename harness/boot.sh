@@ -26,7 +26,7 @@ PFILE=$TOP/harness/profiles/$PROFILE
 [ -f "$LIST" ] || die "no such test list: $LIST"
 STAGE=boot:$PROFILE
 
-DESC="" QEMU_CPU="" CMDLINE="" KUNIT=0 ALLOW_SKIP="" TAG_ACCESS_QUIRK=0
+DESC="" QEMU_CPU="" CMDLINE="" KUNIT=0 ALLOW_SKIP="" TAG_ACCESS_QUIRK=0 FWB=""
 # shellcheck source=harness/profiles/mteperm
 . "$PFILE"
 KUNIT=${NTA_KUNIT:-$KUNIT}
@@ -46,7 +46,7 @@ TMO=${NTA_BOOT_TIMEOUT:-1800}
 
 append="console=ttyAMA0 panic=-1 loglevel=4 log_buf_len=8M"
 append+=" nta.profile=$PROFILE nta.list=$listname kunit.enable=$KUNIT"
-append+=" hugepagesz=1G hugepages=1 $CMDLINE"
+append+=" hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=16 $CMDLINE"
 say "booting ($DESC), timeout ${TMO}s, console in $LOG"
 start=$SECONDS
 # shellcheck disable=SC2054 # the commas are QEMU's
@@ -86,7 +86,20 @@ if [ "$TAG_ACCESS_QUIRK" = 1 ]; then
 		)drop harness/quirks/ and say so in the cover letter"
 	fi
 fi
+# A profile that names FWB says whether the kernel must have found
+# FEAT_S2FWB: the nofwb profile is only worth its boot if it was hidden.
+if [ -n "$FWB" ]; then
+	AREA=profile
+	found=0
+	grep -aq "CPU features: detected: Stage-2 Force Write-Back" "$LOG" && found=1
+	if [ "$found" = "$FWB" ]; then
+		verdict pass "$PROFILE: FEAT_S2FWB $([ "$FWB" = 1 ] && echo used || echo hidden), as the profile says"
+	else
+		verdict fail "$PROFILE: FEAT_S2FWB $([ "$found" = 1 ] && echo used || echo "not used"), the profile says FWB=$FWB"
+	fi
+fi
 if ! python3 "$TOP/harness/results.py" "${args[@]}"; then
 	grep '^NTA: ' "$LOG" | grep -B15 '^NTA: not ok' | tail -n 40 >&2 || true
 	die "profile $PROFILE failed; console log: $LOG"
 fi
+exit "$fail"
