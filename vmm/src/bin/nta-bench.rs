@@ -10,6 +10,9 @@ mod arm64;
 mod common;
 #[path = "nta_bench/options.rs"]
 mod options;
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+#[path = "nta_bench/smaps.rs"]
+mod smaps;
 
 #[cfg(target_arch = "aarch64")]
 fn main() -> std::process::ExitCode {

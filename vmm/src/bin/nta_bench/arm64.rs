@@ -5,8 +5,10 @@
 //! emulated machine executed (guest, KVM at EL2 and this VMM alike), so its deltas are stable
 //! from run to run where wall-clock time under TCG is not.
 
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
+use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -19,6 +21,7 @@ use nta_vmm::{
 
 use crate::common::{block, le, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE};
 use crate::options::{parse_args, Options, USAGE};
+use crate::smaps::file_pmd_mapped_kib;
 
 const PAGE: usize = 4096;
 const HUGE: usize = 2 << 20;
@@ -56,6 +59,8 @@ enum Mte {
 enum Region {
     /// The page-cache file, shared.
     File,
+    /// A file in the huge dir, shared, 2 MiB-aligned and PMD-mapped on the host.
+    File2m,
     /// Anonymous memory in 4 KiB pages.
     Anon4k,
     /// 2 MiB hugetlb pages (stage-2 block mappings).
@@ -202,19 +207,214 @@ fn map_file(f: &File, len: usize, flags: i32) -> Result<Mapping, String> {
     )
 }
 
+/// Advice on the whole of `m`: only advice that changes how it is backed, never what it holds
+/// (`MADV_HUGEPAGE`, `MADV_NOHUGEPAGE`, `MADV_POPULATE_READ`, `MADV_POPULATE_WRITE`).
+fn advise(m: &Mapping, advice: i32, what: &str) -> Result<(), String> {
+    debug_assert!([
+        libc::MADV_HUGEPAGE,
+        libc::MADV_NOHUGEPAGE,
+        libc::MADV_POPULATE_READ,
+        libc::MADV_POPULATE_WRITE,
+    ]
+    .contains(&advice));
+    // SAFETY: `m` owns the range, mapped while it lives, so the advice reaches no one else's
+    // memory; and none of these advices discards or changes memory contents, so other threads
+    // using the range see the same data throughout.
+    if unsafe { libc::madvise(m.addr.cast(), m.len, advice) } != 0 {
+        return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Anonymous memory in 4 KiB pages (no transparent huge pages), populated.
 fn anon_4k(len: usize) -> Result<Mapping, String> {
     let m = Mapping::anon(len, 0)?;
-    for (advice, what) in [
-        (libc::MADV_NOHUGEPAGE, "MADV_NOHUGEPAGE"),
-        (libc::MADV_POPULATE_WRITE, "MADV_POPULATE_WRITE"),
+    advise(&m, libc::MADV_NOHUGEPAGE, "MADV_NOHUGEPAGE")?;
+    advise(&m, libc::MADV_POPULATE_WRITE, "MADV_POPULATE_WRITE")?;
+    Ok(m)
+}
+
+/// A `MAP_SHARED` mapping of the first `len` bytes of `f` at a 2 MiB-aligned address, advised
+/// `MADV_HUGEPAGE` before anything faults it in. Then a fault reads the file ahead in PMD-sized
+/// folios (on a filesystem with large folios, if they are not cached yet) and maps them with
+/// PMDs; and KVM, the memslot's guest address being 2 MiB-aligned as well, maps those with
+/// 2 MiB stage-2 blocks.
+///
+/// The alignment is made here rather than left to the filesystem's get_unmapped_area: the file
+/// is mapped over the aligned part of a larger reservation, whose ends are given back.
+fn map_file_2m(f: &File, len: usize, prot: i32) -> Result<Mapping, String> {
+    let span = len + HUGE;
+    // SAFETY: a fresh inaccessible anonymous mapping at an address of the kernel's choosing,
+    // so it overlaps no memory anyone uses.
+    let res = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            span,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if res == libc::MAP_FAILED {
+        return Err(format!(
+            "mmap of {span} bytes (reservation): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let res = res as usize;
+    let start = res.next_multiple_of(HUGE);
+    // SAFETY: [start, start + len) lies within the reservation, which this function mapped and
+    // has told no one about: no other thread can have mapped anything there or hold a reference
+    // into it, so MAP_FIXED replaces only that inaccessible memory.
+    let addr = unsafe {
+        libc::mmap(
+            start as *mut libc::c_void,
+            len,
+            prot,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        // The reservation is left mapped (a leak on the way to an error): a failed MAP_FIXED may
+        // have unmapped part of it, and another thread could have mapped something there since.
+        return Err(format!(
+            "mmap of {len} bytes at {start:#x}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let m = Mapping {
+        addr: addr.cast(),
+        len,
+    };
+    for (at, n) in [
+        (res, start - res),
+        (start + len, res + span - (start + len)),
     ] {
-        // SAFETY: advice on a mapping this function owns.
-        if unsafe { libc::madvise(m.addr.cast(), len, advice) } != 0 {
-            return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+        if n > 0 {
+            // SAFETY: the head or tail of the reservation around the file mapping: still this
+            // function's alone (see above), never handed out, and unmapped once.
+            unsafe { libc::munmap(at as *mut libc::c_void, n) };
         }
     }
+    check(
+        &format!(
+            "the file mapping at {:#x} is 2 MiB-aligned",
+            m.addr as usize
+        ),
+        m.addr as usize % HUGE == 0,
+    )?;
+    advise(&m, libc::MADV_HUGEPAGE, "MADV_HUGEPAGE")?;
     Ok(m)
+}
+
+/// How many of the `size / PAGE` pages of `f` are in the page cache.
+fn cached_pages(f: &File, path: &str, size: usize) -> Result<usize, String> {
+    let m = Mapping::new(size, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd())?;
+    let mut vec = vec![0u8; size.div_ceil(PAGE)];
+    // SAFETY: `m` is mapped while it lives and `vec` has one byte per page of it; mincore()
+    // writes only into `vec`, which no other thread knows of, and reads no memory.
+    if unsafe { libc::mincore(m.addr.cast(), m.len, vec.as_mut_ptr()) } != 0 {
+        return Err(format!(
+            "{path}: mincore: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(vec.iter().filter(|&&v| v & 1 != 0).count())
+}
+
+/// Writes `f` (`size` bytes) back and drops its page cache, so that the first fault of a
+/// `MADV_HUGEPAGE` mapping of it reads it ahead in PMD-sized folios: the 4 KiB writes that
+/// made it left small ones. Checks that none of it stayed cached.
+fn drop_page_cache(f: &File, path: &str, size: usize) -> Result<(), String> {
+    f.sync_all().map_err(|e| format!("{path}: fsync: {e}"))?;
+    // SAFETY: advice about the file `f` keeps open; it touches no memory of this process.
+    let e = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if e != 0 {
+        return Err(format!(
+            "{path}: posix_fadvise(POSIX_FADV_DONTNEED): {}",
+            std::io::Error::from_raw_os_error(e)
+        ));
+    }
+    let cached = cached_pages(f, path, size)?;
+    check(
+        &format!(
+            "{path}: page cache dropped after writing it ({cached} of {} pages still cached)",
+            size / PAGE
+        ),
+        cached == 0,
+    )
+}
+
+/// Magic numbers (statfs' `f_type`) of filesystems the block-mapped cases cannot use, and why.
+const NOT_FOR_BLOCKS: [(u32, &str); 3] = [
+    (
+        0x0102_1994,
+        "tmpfs, which is shmem and tag-capable: KVM would not map it NoTagAccess",
+    ),
+    (
+        0x8584_58f6,
+        "ramfs, whose page cache is order-0: the host cannot map it with PMDs",
+    ),
+    (
+        0x9584_58f6,
+        "hugetlbfs, which is tag-capable: KVM would not map it NoTagAccess",
+    ),
+];
+
+/// What `--huge-dir` needs, for the messages of the checks.
+const HUGE_DIR_NEEDS: &str = "a filesystem whose page cache the host maps with PMDs: large \
+    folios (PMD-sized page-cache folios, as ext4 and xfs have) and a kernel with \
+    CONFIG_TRANSPARENT_HUGEPAGE";
+
+/// Checks that `dir` (`--huge-dir`) is a directory on a filesystem the block-mapped cases can
+/// use, as far as its type tells; every point then checks the host's PMDs themselves.
+fn check_huge_dir(dir: &str) -> Result<(), String> {
+    let bad = |why: String| {
+        Err(format!(
+            "--huge-dir {dir}: {why}; it must be {HUGE_DIR_NEEDS}"
+        ))
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return bad("not a directory".into()),
+        Err(e) => return bad(e.to_string()),
+    }
+    let c = CString::new(dir).map_err(|_| format!("--huge-dir {dir}: has a NUL byte"))?;
+    let mut st = MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` room for one struct statfs, both local and
+    // alive for the call, which reads `c` and writes only `st`.
+    if unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return bad(format!("statfs: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: statfs() succeeded, so it filled `st` in.
+    let magic = unsafe { st.assume_init() }.f_type as u32;
+    match NOT_FOR_BLOCKS.iter().find(|(m, _)| *m == magic) {
+        Some((_, why)) => bad(format!("is on {why}")),
+        None => Ok(()),
+    }
+}
+
+/// Checks that the host maps `m`, a mapping of `path` in the huge dir `huge_dir`, with PMDs
+/// (smaps' `FilePmdMapped:`) in every whole 2 MiB of it, so that KVM can map those with 2 MiB
+/// stage-2 blocks.
+fn check_pmd_mapped(m: &Mapping, path: &str, huge_dir: &str) -> Result<(), String> {
+    const SMAPS: &str = "/proc/self/smaps";
+    let smaps = File::open(SMAPS).map_err(|e| format!("{SMAPS}: {e}"))?;
+    let start = m.addr as u64;
+    let kib = file_pmd_mapped_kib(BufReader::new(smaps), start, start + m.len as u64)
+        .map_err(|e| format!("{SMAPS}, mapping of {path}: {e}"))?;
+    let want = (m.len - m.len % HUGE) as u64 / 1024;
+    check(
+        &format!(
+            "the host maps {want} KiB of {path} with PMDs (FilePmdMapped: {kib} kB): \
+             --huge-dir {huge_dir} must be {HUGE_DIR_NEEDS}, and the file's first read \
+             must be through the MADV_HUGEPAGE mapping (another caches it in small folios)"
+        ),
+        kib == want,
+    )
 }
 
 fn check(what: &str, good: bool) -> Result<(), String> {
@@ -242,11 +442,17 @@ impl Bench {
         let max = *sizes.iter().max().unwrap_or(&64) as usize * PAGE;
         let path = format!("{}/nta-bench-fault.img", self.o.dir);
         let file = make_file(&path, max)?;
+        // Whole 2 MiB folios: the block-mapped file case maps its pages rounded up to 2 MiB.
+        let max_2m = max.next_multiple_of(HUGE);
+        let path_2m = format!("{}/nta-bench-fault-2m.img", self.o.huge_dir);
+        let file_2m = make_file(&path_2m, max_2m)?;
+        drop_page_cache(&file_2m, &path_2m, max_2m)?;
         ensure_hugepages(max.div_ceil(HUGE))?;
         let cases = [
             ("nta-file", Mte::Perm(KernelPolicy::Exit), Region::File),
             ("tagged-anon", Mte::Tags, Region::Anon4k),
             ("file-mte-off", Mte::Off, Region::File),
+            ("nta-file-2m", Mte::Perm(KernelPolicy::Exit), Region::File2m),
             ("tagged-hugetlb", Mte::Tags, Region::Hugetlb),
             ("hugetlb-mte-off", Mte::Off, Region::Hugetlb),
         ];
@@ -261,6 +467,17 @@ impl Bench {
                             map_file(&file, len, libc::MAP_POPULATE)?,
                             Backing::SharedFile(path.clone()),
                         ),
+                        Region::File2m => {
+                            // MADV_HUGEPAGE (in map_file_2m) before the populating faults.
+                            let m = map_file_2m(
+                                &file_2m,
+                                len.next_multiple_of(HUGE),
+                                libc::PROT_READ | libc::PROT_WRITE,
+                            )?;
+                            advise(&m, libc::MADV_POPULATE_READ, "MADV_POPULATE_READ")?;
+                            check_pmd_mapped(&m, &path_2m, &self.o.huge_dir)?;
+                            (m, Backing::SharedFile(path_2m.clone()))
+                        }
                         Region::Anon4k => (anon_4k(len)?, Backing::TagCapable),
                         Region::Hugetlb => (
                             Mapping::anon(
@@ -276,7 +493,7 @@ impl Bench {
                     check(&format!("{case}: no tag exits or aborts"), {
                         r.tag_exits == 0 && r.aborts == 0
                     })?;
-                    if kind == Region::File {
+                    if matches!(kind, Region::File | Region::File2m) {
                         check(&format!("{case}: the guest read the file"), {
                             r.sum == file_sum(n)
                         })?;
@@ -293,6 +510,8 @@ impl Bench {
             }
         }
         drop(file);
+        drop(file_2m);
+        std::fs::remove_file(&path_2m).map_err(|e| format!("{path_2m}: {e}"))?;
         std::fs::remove_file(&path).map_err(|e| format!("{path}: {e}"))
     }
 
@@ -350,30 +569,51 @@ impl Bench {
             let pages = (size / PAGE) as u64;
             let path = format!("{}/nta-bench-image-{mib}M.img", self.o.dir);
             make_file(&path, size)?;
+            // The first map-2m guest's faults read it ahead in PMD-sized folios.
+            let path_2m = format!("{}/nta-bench-image-{mib}M.img", self.o.huge_dir);
+            drop_page_cache(&make_file(&path_2m, size)?, &path_2m, size)?;
             for rep in 0..self.o.reps {
-                for mode in ["copy", "map"] {
+                for mode in ["copy", "map", "map-2m"] {
                     progress(&format!("startup: {mode}, {mib} MiB, rep {rep}"));
                     let before = kib_field("/proc/self/status", "RssAnon:")?;
                     let mut guests = Vec::new();
                     for g in 0..2 {
                         let t0 = Instant::now();
-                        let mut f = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-                        let (region, backing, mte) = if mode == "copy" {
-                            let mut m = Mapping::anon(size, 0)?;
-                            f.read_exact(m.as_mut_slice())
-                                .map_err(|e| format!("{path}: {e}"))?;
-                            (m, Backing::TagCapable, Mte::Tags)
-                        } else {
-                            let m = Mapping::new(size, libc::PROT_READ, libc::MAP_SHARED, {
-                                f.as_raw_fd()
-                            })?;
-                            let b = Backing::SharedFile(path.clone());
-                            (m, b, Mte::Perm(KernelPolicy::Exit))
+                        let image = if mode == "map-2m" { &path_2m } else { &path };
+                        let mut f = File::open(image).map_err(|e| format!("{image}: {e}"))?;
+                        let (region, backing, mte) = match mode {
+                            "copy" => {
+                                let mut m = Mapping::anon(size, 0)?;
+                                f.read_exact(m.as_mut_slice())
+                                    .map_err(|e| format!("{image}: {e}"))?;
+                                (m, Backing::TagCapable, Mte::Tags)
+                            }
+                            "map" => {
+                                let m = Mapping::new(size, libc::PROT_READ, libc::MAP_SHARED, {
+                                    f.as_raw_fd()
+                                })?;
+                                let b = Backing::SharedFile(image.clone());
+                                (m, b, Mte::Perm(KernelPolicy::Exit))
+                            }
+                            // Not populated: as with map, the guest's faults populate the host.
+                            _ => {
+                                let m = map_file_2m(&f, size, libc::PROT_READ)?;
+                                let b = Backing::SharedFile(image.clone());
+                                (m, b, Mte::Perm(KernelPolicy::Exit))
+                            }
                         };
                         let mut guest = Guest::boot(&self.kvm, &self.prog, mte, &region, backing)?;
                         let first = t0.elapsed().as_secs_f64() * 1e3;
                         let r = guest.op(OP_LOAD, IMAGE_BASE, pages)?;
                         check("the guest read the whole image", r.sum == file_sum(pages))?;
+                        check(
+                            &format!("{mode}: no tag exits or aborts"),
+                            r.tag_exits == 0 && r.aborts == 0,
+                        )?;
+                        // An image below 2 MiB has no PMD-sized folio to map.
+                        if mode == "map-2m" && size >= HUGE {
+                            check_pmd_mapped(&region, image, &self.o.huge_dir)?;
+                        }
                         let idx = rep * 2 + g;
                         row("startup", mode, mib, idx, "first_insn_ms", first);
                         row(
@@ -402,6 +642,7 @@ impl Bench {
                 }
             }
             std::fs::remove_file(&path).map_err(|e| format!("{path}: {e}"))?;
+            std::fs::remove_file(&path_2m).map_err(|e| format!("{path_2m}: {e}"))?;
         }
         Ok(())
     }
@@ -452,9 +693,12 @@ fn run(o: Options) -> Result<(), String> {
         return Err("this host does not offer KVM_CAP_ARM_MTE_PERM".into());
     }
     let b = Bench { o, kvm, prog };
-    println!("csv,question,case,param,rep,metric,value");
     let only = b.o.only.clone();
     let want = |q: &str| only.as_deref().is_none_or(|o| o == q);
+    if want("fault") || want("startup") {
+        check_huge_dir(&b.o.huge_dir)?;
+    }
+    println!("csv,question,case,param,rep,metric,value");
     if want("fault") {
         b.fault()?;
     }
