@@ -41,6 +41,17 @@ expect_error() {
 }
 expect_error "base.sh --bogus" "unknown option '--bogus'" "$TOP/harness/base.sh" --bogus
 expect_error "bench.sh --bogus" "takes no arguments" "$TOP/harness/bench.sh" --bogus
+expect_error "make bench NTA_BENCH_DIR=/proc/..." "cannot create that directory" \
+	env NTA_BENCH_DIR=/proc/nta-bench-results make -s -C "$TOP" bench-dir
+# ... and any directory that can be written is fine, wherever it is.
+bdir=$(mktemp -d)
+if NTA_BENCH_DIR=$bdir/results make -s -C "$TOP" bench-dir >/dev/null 2>&1 &&
+	[ -d "$bdir/results" ] && [ -z "$(ls -A "$bdir/results")" ]; then
+	verdict pass "cli: make bench NTA_BENCH_DIR=(outside repo and cache): accepted, left empty"
+else
+	verdict fail "cli: make bench NTA_BENCH_DIR=$bdir/results: refused or not created"
+fi
+rm -rf "$bdir"
 expect_error "boot.sh nosuchprofile" "profiles: " "$TOP/harness/boot.sh" nosuchprofile
 expect_error "make boot PROFILE=nosuch" "is not one of: " make -s -C "$TOP" boot PROFILE=nosuch
 
