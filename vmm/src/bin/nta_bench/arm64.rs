@@ -21,7 +21,7 @@ use nta_vmm::{
 
 use crate::common::{block, le, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE};
 use crate::options::{parse_args, Options, USAGE};
-use crate::smaps::file_pmd_mapped_kib;
+use crate::smaps::{file_pmd_mapped_kib, kib_value};
 
 const PAGE: usize = 4096;
 const HUGE: usize = 2 << 20;
@@ -675,14 +675,7 @@ fn ensure_hugepages(count: usize) -> Result<(), String> {
 fn kib_field(path: &str, name: &str) -> Result<u64, String> {
     let s = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     s.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
+        .find_map(|l| kib_value(l, name))
         .ok_or(format!("{path} has no {name}"))
 }
 

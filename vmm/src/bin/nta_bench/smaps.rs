@@ -18,6 +18,17 @@ fn header(line: &str) -> Option<(u64, u64)> {
     (start < end).then_some((start, end))
 }
 
+/// The value of a `NAME:  N kB` line of /proc files such as status and smaps, if `line` is
+/// one for `name` (given with its colon).
+pub fn kib_value(line: &str, name: &str) -> Option<u64> {
+    line.strip_prefix(name)?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The KiB of `[start, end)` that are file memory mapped with PMDs: the sum of `FilePmdMapped:`
 /// over the smaps entries (VMAs) that cover it. Fails, saying why, unless those entries cover
 /// the range exactly (without reaching beyond it, where their PMDs could not be told apart) and
@@ -32,9 +43,8 @@ pub fn file_pmd_mapped_kib(smaps: impl BufRead, start: u64, end: u64) -> Result<
                 end: e,
                 file_pmd_kib: None,
             });
-        } else if let Some(v) = line.strip_prefix("FilePmdMapped:") {
-            let kib = v.trim().strip_suffix("kB").map(str::trim);
-            let kib = kib.and_then(|k| k.parse().ok());
+        } else if line.starts_with("FilePmdMapped:") {
+            let kib = kib_value(&line, "FilePmdMapped:");
             let kib = kib.ok_or(format!("smaps: bad line '{line}'"))?;
             let entry = entries
                 .last_mut()
