@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Fetch the pinned linux-source-7.3 package, verify it, unpack it into the
-# scratch git tree ($CACHE/linux, tag "base"), apply series/ with git am,
+# scratch git tree ($CACHE/linux, tag "base"), apply series/ (the KVM series)
+# with git am, then series-rust/ (the Rust-for-Linux series on top of it),
 # then the test platform's quirks (harness/quirks/, not for upstream: see
-# its README) on top.
+# its README).
 #
 #   base.sh            make sure the tree is base + series/ + quirks (default)
-#   base.sh --export   regenerate series/ (and harness/quirks/) from the
-#                      tree's commits on base
+#   base.sh --export   regenerate series/, series-rust/ and harness/quirks/
+#                      from the tree's commits on base
 #   base.sh --reset    throw away the tree's commits and re-apply both
 STAGE=base
 # shellcheck source=harness/lib.sh
@@ -21,18 +22,22 @@ case "${1:-}" in
 esac
 
 SERIES=$TOP/series
+RSERIES=$TOP/series-rust
 QUIRKS=$TOP/harness/quirks
-# The series' posting version: its subjects read "[PATCH vN nn/mm]".
+# The series' posting versions: their subjects read "[PATCH vN nn/mm]".
 SERIES_VERSION=2
+RSERIES_VERSION=1
 STAMP=$CACHE/linux.series-stamp
 DL=$CACHE/dl
 mkdir -p "$DL"
 
-series_patches() { find "$SERIES" -maxdepth 1 -name '0*.patch' ! -name '0000-*' 2>/dev/null | sort; }
+patches_in() { find "$1" -maxdepth 1 -name '0*.patch' ! -name '0000-*' 2>/dev/null | sort; }
+series_patches() { patches_in "$SERIES"; }
+rseries_patches() { patches_in "$RSERIES"; }
 quirk_patches() { find "$QUIRKS" -maxdepth 1 -name '0*.patch' 2>/dev/null | sort; }
 series_hash() {
 	local p
-	p=$(series_patches; quirk_patches)
+	p=$(series_patches; rseries_patches; quirk_patches)
 	if [ -n "$p" ]; then
 		# shellcheck disable=SC2086
 		hash_of $p
@@ -112,14 +117,38 @@ apply_series() {
 	done
 	say "applied $n patch(es) from series/"
 	n=0
+	for p in $(rseries_patches); do
+		n=$((n + 1))
+		grep -qE "^Subject: \[PATCH[^]]*\] (rust|samples: rust): " "$p" ||
+			die "series-rust/$(basename "$p"): subject must start with 'rust: ' or 'samples: rust: '"
+		am_patch "$p" "the top of series/"
+	done
+	say "applied $n patch(es) from series-rust/"
+	n=0
 	for p in $(quirk_patches); do
 		n=$((n + 1))
 		grep -q "^Subject: \[PATCH[^]]*\] $QUIRK_PREFIX" "$p" ||
 			die "harness/quirks/$(basename "$p"): subject must start with '$QUIRK_PREFIX'"
-		am_patch "$p" "the top of series/"
+		am_patch "$p" "the top of series-rust/"
 	done
 	[ "$n" -eq 0 ] || say "applied $n test-platform quirk(s) from harness/quirks/ (not for upstream)"
 	echo "$(series_hash) $(g rev-parse HEAD)" >"$STAMP"
+}
+
+# export_series DIR VERSION RANGE: format-patch RANGE into DIR, keeping the
+# hand-written text of DIR's cover letter (its shortlog/diffstat refreshed).
+export_series() {
+	local dir=$1 ver=$2 range=$3 cover tmp
+	cover=$(find "$dir" -maxdepth 1 -name '0000-cover-letter.patch' 2>/dev/null || true)
+	tmp=$(mktemp -d)
+	g format-patch -q --cover-letter --subject-prefix="PATCH v$ver" -o "$tmp" "$range"
+	if [ -n "$cover" ]; then
+		python3 "$TOP/harness/cover.py" "$cover" "$tmp/0000-cover-letter.patch"
+	fi
+	rm -f "$dir"/*.patch
+	mkdir -p "$dir"
+	mv "$tmp"/*.patch "$dir"/
+	rmdir "$tmp"
 }
 
 [ -d "$KTREE/.git" ] || make_tree
@@ -144,24 +173,19 @@ export)
 	[ -z "$dirty" ] || die "$KTREE has uncommitted edits; commit them first"
 	[ "$(g rev-list --count base..HEAD)" -gt 0 ] || die "no commits on base to export"
 	top=$(series_top)
-	cover=$(find "$SERIES" -maxdepth 1 -name '0000-cover-letter.patch' 2>/dev/null)
-	tmp=$(mktemp -d)
-	g format-patch -q --cover-letter --subject-prefix="PATCH v$SERIES_VERSION" \
-		-o "$tmp" "base..$top"
-	if [ -n "$cover" ]; then
-		# Keep the hand-written cover letter text, refresh its shortlog/diffstat.
-		python3 "$TOP/harness/cover.py" "$cover" "$tmp/0000-cover-letter.patch"
+	ktop=$(kvm_top)
+	export_series "$SERIES" "$SERIES_VERSION" "base..$ktop"
+	if [ "$(g rev-parse "$ktop")" != "$(g rev-parse "$top")" ]; then
+		export_series "$RSERIES" "$RSERIES_VERSION" "$ktop..$top"
+	else
+		rm -f "$RSERIES"/*.patch
 	fi
-	rm -f "$SERIES"/*.patch
-	mkdir -p "$SERIES"
-	mv "$tmp"/*.patch "$SERIES"/
-	rmdir "$tmp"
 	rm -f "$QUIRKS"/0*.patch
 	if [ "$(g rev-parse "$top")" != "$head" ]; then
 		g format-patch -q -o "$QUIRKS" "$top..HEAD"
 	fi
 	echo "$(series_hash) $head" >"$STAMP"
 	say "exported $(series_patches | wc -l) patch(es) to series/," \
-		"$(quirk_patches | wc -l) to harness/quirks/"
+		"$(rseries_patches | wc -l) to series-rust/, $(quirk_patches | wc -l) to harness/quirks/"
 	;;
 esac

@@ -52,7 +52,11 @@ start=$SECONDS
 # shellcheck disable=SC2054 # the commas are QEMU's
 qemu=(qemu-system-aarch64 -M virt,virtualization=on,mte=on,gic-version=3
 	-cpu "$QEMU_CPU" -smp "${NTA_SMP:-2}" -m 3G -nographic -no-reboot
-	-kernel "$IMAGE" -initrd "$INITRD" -append "$append")
+	-kernel "$IMAGE" -initrd "$INITRD" -append "$append"
+	# Device memory without tag storage: ivshmem-plain's BAR 2 is 2 MiB of
+	# host RAM outside the machine's (tagged) RAM, for the Rust sample
+	# driver rust_driver_ivshmem (/dev/ivshmem-mem).
+	-object memory-backend-ram,id=devmem,size=2M -device ivshmem-plain,memdev=devmem)
 # shellcheck disable=SC2206 # options are split on spaces
 qemu+=(${NTA_QEMU_EXTRA:-})
 rc=0

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Run the tree's own checkpatch.pl --strict over every patch in series/.
+# Run the tree's own checkpatch.pl --strict over every patch in series/
+# and series-rust/.
 # Prints one verdict per patch; with NTA_RESULTS set, appends them there.
 STAGE=checkpatch
 # shellcheck source=harness/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-mapfile -t patches < <(find "$TOP/series" -maxdepth 1 -name '0*.patch' ! -name '0000-*' | sort)
+mapfile -t patches < <(find "$TOP/series" "$TOP/series-rust" -maxdepth 1 -name '0*.patch' \
+	! -name '0000-*' 2>/dev/null | sort)
 if [ "${#patches[@]}" -eq 0 ]; then
-	say "series/ is empty: nothing to check"
+	say "series/ and series-rust/ are empty: nothing to check"
 	exit 0
 fi
 AREA=checkpatch
 for p in "${patches[@]}"; do
-	name=$(basename "$p")
+	name=$(basename "$(dirname "$p")")/$(basename "$p")
 	log=$LOGS/checkpatch-${name%.patch}.log
+	log=${log%/*}-${log##*/}
 	# In the build root, where spdxcheck.py finds python3-ply.
 	# shellcheck disable=SC2016 # expanded by the inner shell
 	if inroot sh -c 'cd "$1" && shift && exec ./scripts/checkpatch.pl "$@"' sh "$KTREE" --strict -q \

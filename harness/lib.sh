@@ -95,6 +95,27 @@ series_top() {
 	git -C "$KTREE" rev-parse "${top:-main}"
 }
 
+# Commits of the Rust-for-Linux series (series-rust/): their subjects start
+# so, and they sit above the KVM series (series/), below the quirks.
+# shellcheck disable=SC2034
+RUST_SUBJECT_RE='^(rust|samples: rust): '
+
+# The last commit of the KVM series: series_top less the Rust series on top.
+# Fails if a KVM commit sits above a Rust one.
+kvm_top() {
+	local c top="" s
+	while read -r c; do
+		s=$(git -C "$KTREE" log -1 --format=%s "$c")
+		if grep -qE "$RUST_SUBJECT_RE" <<<"$s"; then
+			[ -n "$top" ] || top=$c^
+		elif [ -n "$top" ]; then
+			die "commit $(git -C "$KTREE" log -1 --format='%h %s' "$c") sits above a Rust" \
+				"commit; the Rust series (subjects 'rust: ...', 'samples: rust: ...') goes last"
+		fi
+	done < <(git -C "$KTREE" rev-list --reverse "base..$(series_top)")
+	git -C "$KTREE" rev-parse "${top:-$(series_top)}"
+}
+
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 # Keyed on what goes into the root and how it is made, comments aside.
