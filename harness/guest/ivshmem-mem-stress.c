@@ -40,7 +40,7 @@
 
 static size_t page_size, window;
 static int failures;
-static char bdf[64];
+static char bdf[256];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void fail(const char *what, int err)
