@@ -107,30 +107,29 @@ am_patch() {
 	}
 }
 
+# apply_all DIR SUBJECT-RE WHAT ONTO: git am every patch of DIR, each of
+# whose subjects must match SUBJECT-RE (WHAT says how), on top of ONTO.
+apply_all() {
+	local dir=$1 re=$2 what=$3 onto=$4 n=0 p
+	for p in $(patches_in "$dir"); do
+		n=$((n + 1))
+		grep -qE "^Subject: \[PATCH[^]]*\] ($re)" "$p" ||
+			die "${p#"$TOP"/}: subject must start with $what"
+		am_patch "$p" "$onto"
+	done
+	echo "$n"
+}
+
 apply_series() {
+	local n
 	g reset -q --hard base
 	g clean -qfdx
-	local n=0 p
-	for p in $(series_patches); do
-		n=$((n + 1))
-		am_patch "$p" "the base"
-	done
+	n=$(apply_all "$SERIES" "[^]]" "anything" "the base")
 	say "applied $n patch(es) from series/"
-	n=0
-	for p in $(rseries_patches); do
-		n=$((n + 1))
-		grep -qE "^Subject: \[PATCH[^]]*\] (rust|samples: rust): " "$p" ||
-			die "series-rust/$(basename "$p"): subject must start with 'rust: ' or 'samples: rust: '"
-		am_patch "$p" "the top of series/"
-	done
+	n=$(apply_all "$RSERIES" "rust: |samples: rust: " "'rust: ' or 'samples: rust: '" \
+		"the top of series/")
 	say "applied $n patch(es) from series-rust/"
-	n=0
-	for p in $(quirk_patches); do
-		n=$((n + 1))
-		grep -q "^Subject: \[PATCH[^]]*\] $QUIRK_PREFIX" "$p" ||
-			die "harness/quirks/$(basename "$p"): subject must start with '$QUIRK_PREFIX'"
-		am_patch "$p" "the top of series-rust/"
-	done
+	n=$(apply_all "$QUIRKS" "$QUIRK_PREFIX" "'$QUIRK_PREFIX'" "the top of series-rust/")
 	[ "$n" -eq 0 ] || say "applied $n test-platform quirk(s) from harness/quirks/ (not for upstream)"
 	echo "$(series_hash) $(g rev-parse HEAD)" >"$STAMP"
 }
