@@ -73,7 +73,7 @@ mod tests {
             (0x8000_1008, 0x1000),
             (0x8000_1000, 0x1800),
             (0x8000_1000, 0),
-            (u64::MAX & !0xfff, 0x2000),
+            (!0xfff_u64, 0x2000),
         ] {
             assert!(matches!(
                 TagAccessFault::from_exit(flags, gpa, size),
@@ -81,6 +81,6 @@ mod tests {
             ));
             assert!(TagAccessFault::new(gpa, size).is_err());
         }
-        assert!(TagAccessFault::new(u64::MAX & !0xfff, 0x1000).is_ok());
+        assert!(TagAccessFault::new(!0xfff_u64, 0x1000).is_ok());
     }
 }
