@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! What nta-demo and nta-bench share: host mappings, memslots, the guest's stage-1 table and
 //! its vCPU (arm64 only).
 

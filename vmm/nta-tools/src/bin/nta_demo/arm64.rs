@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! The demo itself (arm64 only).
 
 use std::fs::{File, OpenOptions};
@@ -20,6 +21,8 @@ const MAX_EXITS: usize = 64;
 
 const USAGE: &str = "\
 usage: nta-demo [--policy POLICY] [--backing KIND] [--image PATH] [--size BYTES] [--guest PATH]
+       nta-demo --writers N [--chunk BYTES] [--image PATH] [--guest PATH]
+                (concurrent writers racing make-taggable swaps: nta-demo --writers 1 --help)
 
 Runs a small MTE guest whose memory includes an image mapped straight from a
 file (no copy). The guest reads the image, tags its own RAM, then tags memory
