@@ -150,7 +150,7 @@ export)
 		-o "$tmp" "base..$top"
 	if [ -n "$cover" ]; then
 		# Keep the hand-written cover letter text, refresh its shortlog/diffstat.
-		python3 "$TOP/harness/cover.py" "$cover" "$tmp/0000-cover-letter.patch"
+		inroot python3 "$TOP/harness/cover.py" "$cover" "$tmp/0000-cover-letter.patch"
 	fi
 	rm -f "$SERIES"/*.patch
 	mkdir -p "$SERIES"

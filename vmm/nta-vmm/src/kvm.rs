@@ -77,11 +77,15 @@ pub fn tag_fault(exit: &VcpuExit<'_>) -> Result<Option<TagAccessFault>> {
     }
 }
 
-/// Resets `kvm_run.exit_reason` before `KVM_RUN`: kvm-ioctls reads an `EFAULT` with exit reason
-/// `KVM_EXIT_MEMORY_FAULT` as a memory fault exit, so a plain `EFAULT` (a write to a range being
-/// swapped) after a tag-access exit would otherwise repeat that exit's fault.
+/// Forgets a memory fault exit before the next `KVM_RUN`: kvm-ioctls reads an `EFAULT` with
+/// exit reason `KVM_EXIT_MEMORY_FAULT` as a memory fault exit, so a plain `EFAULT` (a write to a
+/// range being swapped) after a tag-access exit would otherwise repeat that exit's fault. Other
+/// exit reasons are kept: KVM completes an MMIO read on re-entry only after `KVM_EXIT_MMIO`.
 pub fn clear_exit_reason(vcpu: &mut VcpuFd) {
-    vcpu.get_kvm_run().exit_reason = kvm_bindings::KVM_EXIT_UNKNOWN;
+    let run = vcpu.get_kvm_run();
+    if run.exit_reason == kvm_bindings::KVM_EXIT_MEMORY_FAULT {
+        run.exit_reason = kvm_bindings::KVM_EXIT_UNKNOWN;
+    }
 }
 
 /// Whether `KVM_RUN` failed with `EFAULT` (see [`crate::Resolver::retry_after_efault`]).
