@@ -170,9 +170,10 @@ fn read_u64(m: &Mapping, off: usize) -> u64 {
 /// without PROT_MTE: this asks for PROT_MTE on its first page (anonymous memory allows it, and
 /// the tags KVM stored stay), then reads the tag; `None` if that is refused.
 fn host_ldg(m: &Mapping) -> Option<u64> {
+    let page = nta_vmm::host_page_size().ok()? as usize;
     // SAFETY: the first page of our own mapping, which the VM no longer runs on; adding
     // PROT_MTE changes no data.
-    if unsafe { libc::mprotect(m.addr.cast(), 4096, m.prot | 0x20) } != 0 {
+    if unsafe { libc::mprotect(m.addr.cast(), page, m.prot | 0x20) } != 0 {
         return None;
     }
     let addr = m.addr as u64;
