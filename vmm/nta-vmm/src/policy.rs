@@ -307,7 +307,7 @@ impl Resolver {
             let n = st.repeats.entry(fault.gpa()).or_insert((0, epoch));
             // Exits across a swap may be stale; count only those with no swap in between.
             *n = if n.1 == epoch {
-                (n.0 + 1, epoch)
+                (n.0.saturating_add(1), epoch)
             } else {
                 (1, epoch)
             };
