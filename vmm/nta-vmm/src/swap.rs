@@ -315,6 +315,46 @@ pub(crate) mod tests {
         }
     }
 
+    /// The real calls, recording the range's permissions when the replacement is mapped (after
+    /// the write-protection, before the copy).
+    struct Watching {
+        range: usize,
+        perms_at_copy: std::cell::RefCell<String>,
+    }
+
+    impl Mm for Watching {
+        unsafe fn mprotect(&self, addr: usize, len: usize, prot: i32) -> io::Result<()> {
+            // SAFETY: forwarded contract.
+            unsafe { Libc.mprotect(addr, len, prot) }
+        }
+        fn mmap_anon(&self, len: usize) -> io::Result<usize> {
+            *self.perms_at_copy.borrow_mut() = TestMap::maps_entry(self.range).0;
+            Libc.mmap_anon(len)
+        }
+        unsafe fn mremap_fixed(&self, from: usize, len: usize, to: usize) -> io::Result<()> {
+            // SAFETY: forwarded contract.
+            unsafe { Libc.mremap_fixed(from, len, to) }
+        }
+        unsafe fn munmap(&self, addr: usize, len: usize) {
+            // SAFETY: forwarded contract.
+            unsafe { Libc.munmap(addr, len) }
+        }
+    }
+
+    #[test]
+    fn the_range_is_write_protected_while_it_is_copied() {
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let m = TestMap::new(4 * page(), rw, false);
+        let mm = Watching {
+            range: m.addr,
+            perms_at_copy: Default::default(),
+        };
+        // SAFETY: the test's own mapping, no other thread uses it.
+        unsafe { swap_range(&mm, m.addr, 4 * page(), rw) }.unwrap();
+        assert_eq!(mm.perms_at_copy.borrow().as_str(), "r--p");
+        assert_eq!(TestMap::maps_entry(m.addr).0, "rw-p");
+    }
+
     #[test]
     fn failed_swaps_leave_the_range_as_it_was() {
         let rw = libc::PROT_READ | libc::PROT_WRITE;
