@@ -17,6 +17,9 @@ pub enum Feature {
     MtePermPolicy,
     /// Injecting an abort (only on arm64).
     AbortInjection,
+    /// Anonymous memory that can hold tags (`VM_MTE_ALLOWED` on an MTE host), which
+    /// `make-taggable` swaps in.
+    TagCapableAnonMemory,
 }
 
 /// The KVM operation that failed.
@@ -176,6 +179,9 @@ impl fmt::Display for Feature {
             Feature::MtePerm => "KVM_CAP_ARM_MTE_PERM (no FEAT_MTE_PERM?)",
             Feature::MtePermPolicy => "this KVM_CAP_ARM_MTE_PERM policy",
             Feature::AbortInjection => "abort injection outside arm64",
+            Feature::TagCapableAnonMemory => {
+                "tag-capable anonymous memory (PROT_MTE refused: no MTE on this host?)"
+            }
         })
     }
 }

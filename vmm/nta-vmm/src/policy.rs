@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::error::Syscall;
+use crate::error::{Feature, Syscall};
 use crate::swap::{self, Libc, Mm, SwapError};
 use crate::{Error, Result, TagAccessFault, TagMemory};
 
@@ -132,9 +132,18 @@ pub struct ResolverBuilder {
     chunk: u64,
     max_repeats: u32,
     allow_unshare: bool,
+    host_probe: bool,
 }
 
 impl ResolverBuilder {
+    /// Whether [`ResolverBuilder::build`] checks, for `make-taggable`, that the host's
+    /// anonymous memory can hold tags ([`crate::probe_host`]), which the swap relies on
+    /// (default: yes). Tests of the swap's mechanics on hosts without MTE turn it off.
+    pub fn host_probe(mut self, probe: bool) -> Self {
+        self.host_probe = probe;
+        self
+    }
+
     /// Swap `chunk` bytes at a time, aligned (a power of two, at least the page size; default
     /// 2 MiB), clipped at the edges of the region and of its parts swapped already.
     pub fn chunk(mut self, chunk: u64) -> Self {
@@ -165,6 +174,12 @@ impl ResolverBuilder {
                 chunk: self.chunk,
                 page,
             });
+        }
+        if self.policy == Policy::MakeTaggable
+            && self.host_probe
+            && !crate::probe_host()?.anon_tag_capable
+        {
+            return Err(Error::Unsupported(Feature::TagCapableAnonMemory));
         }
         Ok(Resolver {
             policy: self.policy,
@@ -217,6 +232,7 @@ impl Resolver {
             chunk: DEFAULT_CHUNK,
             max_repeats: DEFAULT_MAX_REPEATS,
             allow_unshare: false,
+            host_probe: true,
         }
     }
 
@@ -425,7 +441,7 @@ mod tests {
                 prot,
             })?
         };
-        b.build(mem)
+        b.host_probe(false).build(mem)
     }
 
     fn fault(gpa: u64) -> TagAccessFault {
@@ -453,6 +469,33 @@ mod tests {
             assert!(matches!(
                 resolver(&m, private(), RW, b),
                 Err(Error::BadChunkSize { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn make_taggable_needs_tag_capable_anonymous_memory() {
+        let m = TestMap::new(page() as usize, RW, false);
+        let mut mem = TagMemory::for_host().unwrap();
+        // SAFETY: `m` is the test's own mapping; no fault is resolved.
+        unsafe {
+            mem.add(Region {
+                slot: 1,
+                gpa: GPA,
+                size: m.len as u64,
+                host_addr: m.addr as u64,
+                backing: private(),
+                prot: RW,
+            })
+        }
+        .unwrap();
+        let r = Resolver::builder(Policy::MakeTaggable).build(mem);
+        if crate::probe_host().unwrap().anon_tag_capable {
+            assert!(r.is_ok());
+        } else {
+            assert!(matches!(
+                r,
+                Err(Error::Unsupported(Feature::TagCapableAnonMemory))
             ));
         }
     }
