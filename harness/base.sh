@@ -139,10 +139,11 @@ apply_series() {
 export_series() {
 	local dir=$1 ver=$2 range=$3 cover tmp
 	cover=$(find "$dir" -maxdepth 1 -name '0000-cover-letter.patch' 2>/dev/null || true)
-	tmp=$(mktemp -d)
+	# In the cache, which the build root (cover.py's python3) sees.
+	tmp=$(mktemp -d "$CACHE/export.XXXXXX")
 	g format-patch -q --cover-letter --subject-prefix="PATCH v$ver" -o "$tmp" "$range"
 	if [ -n "$cover" ]; then
-		python3 "$TOP/harness/cover.py" "$cover" "$tmp/0000-cover-letter.patch"
+		inroot python3 "$TOP/harness/cover.py" "$cover" "$tmp/0000-cover-letter.patch"
 	fi
 	rm -f "$dir"/*.patch
 	mkdir -p "$dir"

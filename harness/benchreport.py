@@ -22,7 +22,7 @@ FAULT_CASES = ["nta-file", "tagged-anon", "file-mte-off", "nta-file-2m", "tagged
 # copy: into THP-backed anonymous memory; map: the file NoTagAccess in 4 KiB
 # pages (ramfs); map-2m: the file NoTagAccess in 2 MiB blocks (--huge-dir).
 STARTUP_MODES = ["copy", "map", "map-2m"]
-TAG_CASES = ["exit-make-taggable", "sea"]
+TAG_CASES = ["exit-make-taggable", "exit-make-taggable-2m", "sea"]
 # The goal for block-mapped NoTagAccess images: reading all of a TARGET_MIB
 # image costs at most TARGET_RATIO times reading the THP-backed copy.
 TARGET_MIB = 256

@@ -102,7 +102,7 @@ if [ -n "$FWB" ]; then
 		verdict fail "$PROFILE: FEAT_S2FWB $([ "$found" = 1 ] && echo used || echo "not used"), the profile says FWB=$FWB"
 	fi
 fi
-if ! python3 "$TOP/harness/results.py" "${args[@]}"; then
+if ! inroot python3 "$TOP/harness/results.py" "${args[@]}"; then
 	grep '^NTA: ' "$LOG" | grep -B15 '^NTA: not ok' | tail -n 40 >&2 || true
 	die "profile $PROFILE failed; console log: $LOG"
 fi

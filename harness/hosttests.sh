@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Host-side tests of the harness itself: its Python parts (unittest), its
-# command-line errors, and shellcheck over its shell scripts.
+# Host-side tests of the harness itself: its Python parts (unittest, run
+# with the build root's python3: the host needs none), its command-line
+# errors, and shellcheck over its shell scripts.
 STAGE=host-tests
 # shellcheck source=harness/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -9,7 +10,7 @@ AREA=host
 
 for t in "$TOP"/harness/tests/test_*.py; do
 	n=$(basename "$t" .py)
-	if python3 -m unittest -q "$t" >"$LOGS/$n.log" 2>&1; then
+	if inroot python3 -m unittest -q "$t" >"$LOGS/$n.log" 2>&1; then
 		verdict pass "$n: $(grep -o 'Ran [0-9]* tests' "$LOGS/$n.log")"
 	else
 		verdict fail "$n: see $LOGS/$n.log"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build the VMM demo and benchmark (vmm/, static aarch64, with the build
+# Build the VMM demo and benchmark (the vmm/ workspace, static aarch64, with the build
 # root's cargo) and their bare-metal guest programs (vmm/guest/*.S), into
 # $OUT/guest-bin for the initramfs; under make check also clippy them.
 #   vmm.sh            build
-#   vmm.sh --host     host-side checks of the crate: cargo test, clippy, rustfmt
+#   vmm.sh --host     host-side checks of the workspace: cargo test, clippy,
+#                     rustfmt (in the build root, for the build machine's arch)
 STAGE=vmm
 # shellcheck source=harness/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -11,22 +12,30 @@ STAGE=vmm
 DST=$OUT/guest-bin
 mkdir -p "$DST" "$CACHE/cargo"
 
+# cargo_root CMD...: CMD (cargo ...) with the build root's cargo in the workspace vmm/, its registry
+# cache in $CACHE/cargo, its output in $OUT (the host needs no Rust).
+cargo_root() {
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	inroot sh -c 'top=$1 target=$2; shift 2; cd "$top/vmm" &&
+		CARGO_HOME="$0/cargo" CARGO_TARGET_DIR="$target" exec "$@"' \
+		"$CACHE" "$TOP" "$OUT/vmm-host-target" "$@"
+}
+
 if [ "${1:-}" = --host ]; then
 	AREA=vmm
-	cd "$TOP/vmm"
-	if cargo test --locked >"$LOGS/vmm-test.log" 2>&1; then
+	if cargo_root cargo test --locked --workspace >"$LOGS/vmm-test.log" 2>&1; then
 		verdict pass "cargo test: $(grep -o '[0-9]* passed' "$LOGS/vmm-test.log" | awk '{ n += $1 } END { print n }') passed"
 	else
 		verdict fail "cargo test: see $LOGS/vmm-test.log"
 		tail -n 30 "$LOGS/vmm-test.log" >&2
 	fi
-	if cargo clippy --locked --all-targets -- -D warnings >"$LOGS/vmm-clippy.log" 2>&1; then
+	if cargo_root cargo clippy --locked --workspace --all-targets -- -D warnings >"$LOGS/vmm-clippy.log" 2>&1; then
 		verdict pass "clippy (host): clean"
 	else
 		verdict fail "clippy (host): see $LOGS/vmm-clippy.log"
 		grep -A8 -E '^(warning|error)' "$LOGS/vmm-clippy.log" | head -n 30 >&2
 	fi
-	if cargo fmt --check >"$LOGS/vmm-fmt.log" 2>&1; then
+	if cargo_root cargo fmt --all --check >"$LOGS/vmm-fmt.log" 2>&1; then
 		verdict pass "rustfmt: clean"
 	else
 		verdict fail "rustfmt: see $LOGS/vmm-fmt.log"

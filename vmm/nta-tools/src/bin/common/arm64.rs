@@ -1,9 +1,10 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! What nta-demo and nta-bench share: host mappings, memslots, the guest's stage-1 table and
 //! its vCPU (arm64 only).
 
 use kvm_bindings::{kvm_userspace_memory_region, kvm_vcpu_init};
 use kvm_ioctls::{VcpuFd, VmFd};
-use nta_vmm::{Backing, GuestMemory, Slot};
+use nta_vmm::{Backing, Region, TagMemory};
 
 /// Where the guest program and its RAM start.
 pub const RAM_BASE: u64 = 0x4000_0000;
@@ -20,6 +21,7 @@ const REG_PC: u64 = 0x6030_0000_0010_0040;
 pub struct Mapping {
     pub addr: *mut u8,
     pub len: usize,
+    pub prot: i32,
 }
 
 impl Mapping {
@@ -35,6 +37,7 @@ impl Mapping {
         Ok(Self {
             addr: addr.cast(),
             len,
+            prot,
         })
     }
 
@@ -77,26 +80,33 @@ pub fn set_slot(vm: &VmFd, slot: u32, gpa: u64, m: &Mapping) -> Result<(), Strin
 
 /// Registers `ram` (tag-capable) as memslot 0 at `RAM_BASE` and `image`, backed by `backing`,
 /// as memslot 1 at `IMAGE_BASE`; returns the map of both, for resolving faults.
+///
+/// The caller keeps both mappings alive, and touches the image only as `HostQuiesced` allows,
+/// as long as it resolves faults with the map.
 pub fn two_slots(
     vm: &VmFd,
     ram: &Mapping,
     image: &Mapping,
     backing: Backing,
-) -> Result<GuestMemory, String> {
-    let mut mem = GuestMemory::new(4096);
-    for (id, gpa, m, b) in [
-        (0, RAM_BASE, ram, Backing::TagCapable),
+) -> Result<TagMemory, String> {
+    let mut mem = TagMemory::for_host().map_err(|e| e.to_string())?;
+    for (slot, gpa, m, b) in [
+        (0, RAM_BASE, ram, Backing::Anonymous),
         (1, IMAGE_BASE, image, backing),
     ] {
-        set_slot(vm, id, gpa, m)?;
-        mem.add(Slot {
-            id,
+        set_slot(vm, slot, gpa, m)?;
+        let r = Region {
+            slot,
             gpa,
             size: m.len as u64,
             host_addr: m.addr as u64,
             backing: b,
-        })
-        .map_err(|e| e.to_string())?;
+            prot: m.prot,
+        };
+        // SAFETY: `m` is this process's mapping with protection `m.prot` holding memslot
+        // `slot`, which the caller keeps alive while it resolves faults (see above) and which
+        // nothing else relies on staying the same memory.
+        unsafe { mem.add(r) }.map_err(|e| e.to_string())?;
     }
     Ok(mem)
 }
@@ -132,9 +142,14 @@ pub fn setup_vcpu(
         ram_bytes[off..off + 8].copy_from_slice(&d.to_le_bytes());
     }
 
+    add_vcpu(vm, 0)
+}
+
+/// Creates vCPU `id`, starting at `RAM_BASE` (powered on: no PSCI call needed).
+pub fn add_vcpu(vm: &VmFd, id: u64) -> Result<VcpuFd, String> {
     let vcpu = vm
-        .create_vcpu(0)
-        .map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
+        .create_vcpu(id)
+        .map_err(|e| format!("KVM_CREATE_VCPU({id}): {e}"))?;
     let mut init = kvm_vcpu_init::default();
     vm.get_preferred_target(&mut init)
         .map_err(|e| format!("KVM_ARM_PREFERRED_TARGET: {e}"))?;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! How much of an address range the host maps with PMDs, from /proc/self/smaps (built on
 //! every target, so that the host tests it).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! The demo itself (arm64 only).
 
 use std::fs::{File, OpenOptions};
@@ -6,11 +7,9 @@ use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 
 use kvm_ioctls::{Kvm, VcpuExit};
+use nta_vmm::kvm::{self, enable_mte, enable_mte_perm, KernelPolicy};
 use nta_vmm::uapi::KVM_CAP_ARM_MTE_PERM;
-use nta_vmm::{
-    enable_mte, enable_mte_perm, Backing, KernelPolicy, Policy, Resolution, Resolver,
-    TagAccessFault,
-};
+use nta_vmm::{Backing, HostQuiesced, Policy, Resolution, Resolver};
 
 use crate::common::{
     block, le, set_slot, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE,
@@ -22,6 +21,8 @@ const MAX_EXITS: usize = 64;
 
 const USAGE: &str = "\
 usage: nta-demo [--policy POLICY] [--backing KIND] [--image PATH] [--size BYTES] [--guest PATH]
+       nta-demo --writers N [--chunk BYTES] [--image PATH] [--guest PATH]
+                (concurrent writers racing make-taggable swaps: nta-demo --writers 1 --help)
 
 Runs a small MTE guest whose memory includes an image mapped straight from a
 file (no copy). The guest reads the image, tags its own RAM, then tags memory
@@ -38,7 +39,7 @@ policy decides what that tag access does.
   --backing file|private|device
         file: MAP_SHARED of a page-cache file (default)
         private: MAP_PRIVATE of a page-cache file
-        device: memory of /dev/untagged-mem (the Rust sample driver)
+        device: the BAR of QEMU's ivshmem-plain, /dev/ivshmem-mem (the Rust sample driver)
   --image PATH   the file to create and map (default /ramfs/guest-image.bin;
                  put it on a filesystem that is not tmpfs, which is shmem)
   --size BYTES   image size, a multiple of 4096 (default 65536)
@@ -124,12 +125,14 @@ fn map_image(o: &Options) -> Result<(Mapping, Backing, Option<File>), String> {
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     let data = image_bytes(o.size);
     if o.backing == "device" {
-        let dev = "/dev/untagged-mem";
+        let dev = "/dev/ivshmem-mem";
         let f = OpenOptions::new()
             .read(true)
             .write(true)
             .open(dev)
-            .map_err(|e| format!("{dev}: {e} (is rust_untagged_mem loaded?)"))?;
+            .map_err(|e| {
+                format!("{dev}: {e} (is rust_driver_ivshmem loaded and the device there?)")
+            })?;
         let mut m = Mapping::new(o.size, rw, libc::MAP_SHARED, f.as_raw_fd())?;
         m.as_mut_slice().copy_from_slice(&data);
         return Ok((m, Backing::Device(dev.into()), None));
@@ -144,9 +147,15 @@ fn map_image(o: &Options) -> Result<(Mapping, Backing, Option<File>), String> {
     f.write_all(&data)
         .map_err(|e| format!("{}: {e}", o.image))?;
     let (flags, backing) = if o.backing == "private" {
-        (libc::MAP_PRIVATE, Backing::PrivateFile(o.image.clone()))
+        (
+            libc::MAP_PRIVATE,
+            Backing::PrivateFile(o.image.clone().into()),
+        )
     } else {
-        (libc::MAP_SHARED, Backing::SharedFile(o.image.clone()))
+        (
+            libc::MAP_SHARED,
+            Backing::SharedFile(o.image.clone().into()),
+        )
     };
     let m = Mapping::new(o.size, rw, flags, f.as_raw_fd())?;
     Ok((m, backing, Some(f)))
@@ -159,14 +168,23 @@ fn read_u64(m: &Mapping, off: usize) -> u64 {
     unsafe { std::ptr::read_volatile(m.addr.add(off).cast::<u64>()) }
 }
 
-/// The allocation tag of the 16 bytes at `addr` in this process (PROT_MTE memory).
-fn host_ldg(addr: u64) -> u64 {
+/// The allocation tag of the first 16 bytes of `m`, which the swap made anonymous memory
+/// without PROT_MTE: this asks for PROT_MTE on its first page (anonymous memory allows it, and
+/// the tags KVM stored stay), then reads the tag; `None` if that is refused.
+fn host_ldg(m: &Mapping) -> Option<u64> {
+    let page = nta_vmm::host_page_size().ok()? as usize;
+    // SAFETY: the first page of our own mapping, which the VM no longer runs on; adding
+    // PROT_MTE changes no data.
+    if unsafe { libc::mprotect(m.addr.cast(), page, m.prot | 0x20) } != 0 {
+        return None;
+    }
+    let addr = m.addr as u64;
     let mut v = addr;
     // SAFETY: LDG only reads the tag of a mapped PROT_MTE granule.
     unsafe {
         std::arch::asm!(".arch_extension memtag", "ldg {0}, [{1}]", inout(reg) v, in(reg) addr)
     };
-    (v >> 56) & 0xf
+    Some((v >> 56) & 0xf)
 }
 
 /// What the guest reported, by event number (see guest/demo-guest.S).
@@ -284,34 +302,52 @@ fn run(o: &Options) -> Result<bool, String> {
     // [0, 1G) Device (attr 0), [1G, 2G) and [2G, 3G) Tagged Normal (attr 1).
     let blocks = [block(0, 0), block(RAM_BASE, 1), block(IMAGE_BASE, 1)];
     let vcpu = setup_vcpu(&vm, &guest, &mut ram, &blocks)?;
-    let mut mem = two_slots(&vm, &ram, &image, backing.clone())?;
+    let mem = two_slots(&vm, &ram, &image, backing.clone())?;
 
-    let resolver = policy.map(|p| Resolver::new(p, 0));
+    // One page at a time, as the demo shows one tag access. Swapping a shared file or device
+    // page cuts the guest off from it: the demo opts in, and checks the file is unchanged.
+    let page = mem.page_size();
+    let resolver = policy
+        .map(|p| {
+            Resolver::builder(p)
+                .chunk(page)
+                .allow_unshare(true)
+                .build(mem)
+        })
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    // SAFETY: this thread alone runs the VM and touches the image only after the run (judge),
+    // when no fault is being resolved; no other thread or process writes the image's mapping
+    // (the file's other users are this process's own reads of the file in judge).
+    let quiesced = unsafe { HostQuiesced::new() };
     let mut vcpu = vcpu;
     let mut r = Report::default();
     let mut killed = None;
     for _ in 0..MAX_EXITS {
+        kvm::clear_exit_reason(&mut vcpu);
         match vcpu.run() {
             Ok(VcpuExit::MmioWrite(addr, data)) => mmio_event(&mut r, addr, data),
-            Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
-                let fault = match TagAccessFault::from_exit(flags, gpa, size) {
+            Ok(exit @ VcpuExit::MemoryFault { .. }) => {
+                let fault = match kvm::tag_fault(&exit) {
                     Ok(Some(f)) => f,
                     other => return Err(format!("unexpected memory fault exit: {other:?}")),
                 };
                 r.tag_exits += 1;
                 say(&format!(
                     "KVM exit: tag access at gpa {:#x} (size {:#x})",
-                    fault.gpa, fault.size
+                    fault.gpa(),
+                    fault.size()
                 ));
                 let Some(res) = &resolver else {
                     return Err("a tag-access exit with the SEA policy".into());
                 };
-                match res.resolve(&mut mem, &vcpu, &fault) {
+                match res.resolve(&vcpu, &fault, &quiesced) {
                     Ok(Resolution::Injected) => say("resolved: data abort injected"),
                     Ok(Resolution::Swapped { gpa, size, slot }) => say(&format!(
                         "resolved: {size:#x} bytes at gpa {gpa:#x} (slot {slot}) swapped for \
                          tag-capable memory with the same data"
                     )),
+                    Ok(other) => say(&format!("resolved: {other:?}")),
                     Err(e) => {
                         say(&format!("resolved: {e}"));
                         killed = Some(e);
@@ -363,8 +399,8 @@ fn judge(o: &Options, r: &Report, killed: bool, image: &Mapping, file: Option<&F
                 r.image_word_after == Some(IMAGE_MAGIC),
             );
             check(
-                "the VMM sees tag 7 on the swapped page",
-                host_ldg(image.addr as u64) == 7,
+                "the VMM sees tag 7 on the swapped page (after mprotect PROT_MTE)",
+                host_ldg(image) == Some(7),
             );
             check("and the same data", read_u64(image, 0) == IMAGE_MAGIC);
         }

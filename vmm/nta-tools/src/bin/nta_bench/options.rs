@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! nta-bench's command line (built on every target, so that the host tests it).
 
 pub const USAGE: &str = "\

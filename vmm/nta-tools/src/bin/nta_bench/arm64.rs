@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! The benchmark itself (arm64 only).
 //!
 //! Every point boots a fresh VM, so its stage 2 starts empty, and the guest times its own work
@@ -14,10 +15,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use nta_vmm::{
-    enable_mte, enable_mte_perm, Backing, GuestMemory, KernelPolicy, Policy, Resolver,
-    TagAccessFault,
-};
+use nta_vmm::kvm::{self, enable_mte, enable_mte_perm, KernelPolicy};
+use nta_vmm::{Backing, HostQuiesced, Policy, Resolution, Resolver};
 
 use crate::common::{block, le, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE};
 use crate::options::{parse_args, Options, USAGE};
@@ -74,6 +73,7 @@ struct OpResult {
     aborts: u64,
     sum: u64,
     tag_exits: u64,
+    swaps: u64,
 }
 
 /// A booted guest, waiting for its next operation.
@@ -81,7 +81,6 @@ struct Guest {
     _vm: VmFd,
     vcpu: VcpuFd,
     _ram: Mapping,
-    mem: GuestMemory,
     resolver: Resolver,
     freq: u64,
 }
@@ -95,6 +94,18 @@ impl Guest {
         region: &Mapping,
         backing: Backing,
     ) -> Result<Self, String> {
+        Self::boot_chunked(kvm, prog, mte, region, backing, PAGE as u64)
+    }
+
+    /// As `boot`, make-taggable swapping `chunk` bytes per tag-access exit.
+    fn boot_chunked(
+        kvm: &Kvm,
+        prog: &[u8],
+        mte: Mte,
+        region: &Mapping,
+        backing: Backing,
+        chunk: u64,
+    ) -> Result<Self, String> {
         let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
         match mte {
             Mte::Off => {}
@@ -107,12 +118,17 @@ impl Guest {
         let blocks = [block(0, 0), block(RAM_BASE, attr), block(IMAGE_BASE, attr)];
         let vcpu = setup_vcpu(&vm, prog, &mut ram, &blocks)?;
         let mem = two_slots(&vm, &ram, region, backing)?;
+        // The benchmark's files are its own: it swaps them for private memory knowingly.
+        let resolver = Resolver::builder(Policy::MakeTaggable)
+            .chunk(chunk)
+            .allow_unshare(true)
+            .build(mem)
+            .map_err(|e| e.to_string())?;
         let mut g = Self {
             _vm: vm,
             vcpu,
             _ram: ram,
-            mem,
-            resolver: Resolver::new(Policy::MakeTaggable, 0),
+            resolver,
             freq: 0,
         };
         match g.vcpu.run() {
@@ -130,7 +146,11 @@ impl Guest {
     fn op(&mut self, op: u64, base: u64, pages: u64) -> Result<OpResult, String> {
         let mut r = OpResult::default();
         let max_exits = 16 + 2 * pages;
+        // SAFETY: this thread alone runs the guest, and no one touches its region while an
+        // operation runs.
+        let quiesced = unsafe { HostQuiesced::new() };
         for _ in 0..max_exits {
+            kvm::clear_exit_reason(&mut self.vcpu);
             match self.vcpu.run() {
                 Ok(VcpuExit::MmioRead(addr, data)) => {
                     let v = match addr.wrapping_sub(MMIO_BASE) {
@@ -152,14 +172,16 @@ impl Guest {
                     0x38 => return Err(format!("guest exception, ESR_EL1 {:#x}", le(data))),
                     off => return Err(format!("guest wrote unknown MMIO offset {off:#x}")),
                 },
-                Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
-                    let f = match TagAccessFault::from_exit(flags, gpa, size) {
+                Ok(exit @ VcpuExit::MemoryFault { .. }) => {
+                    let f = match kvm::tag_fault(&exit) {
                         Ok(Some(f)) => f,
                         other => return Err(format!("unexpected memory fault: {other:?}")),
                     };
-                    self.resolver
-                        .resolve(&mut self.mem, &self.vcpu, &f)
-                        .map_err(|e| e.to_string())?;
+                    match self.resolver.resolve(&self.vcpu, &f, &quiesced) {
+                        Ok(Resolution::Swapped { .. }) => r.swaps += 1,
+                        Ok(_) => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
                     r.tag_exits += 1;
                 }
                 Ok(other) => return Err(format!("unexpected exit {other:?}")),
@@ -288,6 +310,7 @@ fn map_file_2m(f: &File, len: usize, prot: i32) -> Result<Mapping, String> {
     let m = Mapping {
         addr: addr.cast(),
         len,
+        prot,
     };
     for (at, n) in [
         (res, start - res),
@@ -465,7 +488,7 @@ impl Bench {
                     let (region, backing) = match kind {
                         Region::File => (
                             map_file(&file, len, libc::MAP_POPULATE)?,
-                            Backing::SharedFile(path.clone()),
+                            Backing::SharedFile(path.clone().into()),
                         ),
                         Region::File2m => {
                             // MADV_HUGEPAGE (in map_file_2m) before the populating faults.
@@ -476,16 +499,16 @@ impl Bench {
                             )?;
                             advise(&m, libc::MADV_POPULATE_READ, "MADV_POPULATE_READ")?;
                             check_pmd_mapped(&m, &path_2m, &self.o.huge_dir)?;
-                            (m, Backing::SharedFile(path_2m.clone()))
+                            (m, Backing::SharedFile(path_2m.clone().into()))
                         }
-                        Region::Anon4k => (anon_4k(len)?, Backing::TagCapable),
+                        Region::Anon4k => (anon_4k(len)?, Backing::Anonymous),
                         Region::Hugetlb => (
                             Mapping::anon(
                                 len.next_multiple_of(HUGE),
                                 libc::MAP_HUGETLB | MAP_HUGE_2MB | libc::MAP_POPULATE,
                             )
                             .map_err(|e| format!("{e} (2 MiB hugetlb pages reserved?)"))?,
-                            Backing::TagCapable,
+                            Backing::Anonymous,
                         ),
                     };
                     let mut g = Guest::boot(&self.kvm, &self.prog, mte, &region, backing)?;
@@ -515,43 +538,58 @@ impl Bench {
         std::fs::remove_file(&path).map_err(|e| format!("{path}: {e}"))
     }
 
-    /// Question 3: one tag access to NoTagAccess memory, by policy, against an ordinary fault.
+    /// Question 3: one tag access to NoTagAccess memory, by policy, against an ordinary fault:
+    /// make-taggable one 4 KiB page per exit, make-taggable a 2 MiB chunk per exit (the guest
+    /// tags a whole 2 MiB region page by page: one exit, then ordinary faults), and KVM's SEA.
     fn tag(&self) -> Result<(), String> {
         let n: u64 = if self.o.quick { 16 } else { 256 };
-        let len = n as usize * PAGE;
         let path = format!("{}/nta-bench-tag.img", self.o.dir);
+        let huge = (HUGE / PAGE) as u64;
         for rep in 0..self.o.reps {
-            for (case, policy) in [
-                ("exit-make-taggable", KernelPolicy::Exit),
-                ("sea", KernelPolicy::Sea),
+            for (case, policy, pages, chunk) in [
+                ("exit-make-taggable", KernelPolicy::Exit, n, PAGE as u64),
+                (
+                    "exit-make-taggable-2m",
+                    KernelPolicy::Exit,
+                    huge,
+                    HUGE as u64,
+                ),
+                ("sea", KernelPolicy::Sea, n, PAGE as u64),
             ] {
-                progress(&format!("tag: {case}, {n} pages, rep {rep}"));
+                progress(&format!("tag: {case}, {pages} pages, rep {rep}"));
+                let len = pages as usize * PAGE;
                 let file = make_file(&path, len)?;
                 let region = map_file(&file, len, libc::MAP_POPULATE)?;
-                let backing = Backing::SharedFile(path.clone());
+                let backing = Backing::SharedFile(path.clone().into());
+                let mte = Mte::Perm(policy);
                 let mut g =
-                    Guest::boot(&self.kvm, &self.prog, Mte::Perm(policy), &region, backing)?;
-                let fault = g.op(OP_LOAD, IMAGE_BASE, n)?;
-                check("the guest read the file", fault.sum == file_sum(n))?;
-                let tag = g.op(OP_TAG, IMAGE_BASE, n)?;
-                let again = g.op(OP_TAG, IMAGE_BASE, n)?;
+                    Guest::boot_chunked(&self.kvm, &self.prog, mte, &region, backing, chunk)?;
+                let fault = g.op(OP_LOAD, IMAGE_BASE, pages)?;
+                check("the guest read the file", fault.sum == file_sum(pages))?;
+                let tag = g.op(OP_TAG, IMAGE_BASE, pages)?;
+                let again = g.op(OP_TAG, IMAGE_BASE, pages)?;
                 if policy == KernelPolicy::Exit {
-                    check("one exit per page, no abort", {
-                        tag.tag_exits == n && tag.aborts == 0
+                    let chunks = pages * PAGE as u64 / chunk;
+                    check(&format!("{case}: one exit and swap per chunk, no abort"), {
+                        tag.tag_exits == chunks && tag.swaps == chunks && tag.aborts == 0
                     })?;
                     check("swapped pages take tags without exits", {
                         again.tag_exits == 0 && again.aborts == 0
                     })?;
+                    let after = g.op(OP_LOAD, IMAGE_BASE, pages)?;
+                    check("the swapped memory holds the file's data", {
+                        after.sum == file_sum(pages)
+                    })?;
                 } else {
                     check("one SEA per page, no exit", {
-                        tag.aborts == n && tag.tag_exits == 0
+                        tag.aborts == pages && tag.tag_exits == 0
                     })?;
-                    check("and again", again.aborts == n && again.tag_exits == 0)?;
+                    check("and again", again.aborts == pages && again.tag_exits == 0)?;
                 }
-                let per = |r: &OpResult| g.ns(r.ticks) / n as f64;
-                row("tag", case, n, rep, "fault_ns_per_page", per(&fault));
-                row("tag", case, n, rep, "tag_ns_per_page", per(&tag));
-                row("tag", case, n, rep, "again_ns_per_page", per(&again));
+                let per = |r: &OpResult| g.ns(r.ticks) / pages as f64;
+                row("tag", case, pages, rep, "fault_ns_per_page", per(&fault));
+                row("tag", case, pages, rep, "tag_ns_per_page", per(&tag));
+                row("tag", case, pages, rep, "again_ns_per_page", per(&again));
             }
         }
         std::fs::remove_file(&path).map_err(|e| format!("{path}: {e}"))
@@ -586,19 +624,19 @@ impl Bench {
                                 let mut m = Mapping::anon(size, 0)?;
                                 f.read_exact(m.as_mut_slice())
                                     .map_err(|e| format!("{image}: {e}"))?;
-                                (m, Backing::TagCapable, Mte::Tags)
+                                (m, Backing::Anonymous, Mte::Tags)
                             }
                             "map" => {
                                 let m = Mapping::new(size, libc::PROT_READ, libc::MAP_SHARED, {
                                     f.as_raw_fd()
                                 })?;
-                                let b = Backing::SharedFile(image.clone());
+                                let b = Backing::SharedFile(image.clone().into());
                                 (m, b, Mte::Perm(KernelPolicy::Exit))
                             }
                             // Not populated: as with map, the guest's faults populate the host.
                             _ => {
                                 let m = map_file_2m(&f, size, libc::PROT_READ)?;
-                                let b = Backing::SharedFile(image.clone());
+                                let b = Backing::SharedFile(image.clone().into());
                                 (m, b, Mte::Perm(KernelPolicy::Exit))
                             }
                         };

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 //! nta-demo: an MTE guest whose memory includes an image mapped straight from a file (no copy),
 //! the way libkrun maps a kernel out of a library; its tag accesses to that image are resolved
 //! with the chosen policy. Runs on an arm64 host (an L1 guest under QEMU here).
@@ -8,9 +9,15 @@ mod arm64;
 #[cfg(target_arch = "aarch64")]
 #[path = "common/arm64.rs"]
 mod common;
+#[cfg(target_arch = "aarch64")]
+#[path = "nta_demo/writers.rs"]
+mod writers;
 
 #[cfg(target_arch = "aarch64")]
 fn main() -> std::process::ExitCode {
+    if std::env::args().any(|a| a == "--writers") {
+        return writers::main(std::env::args().skip(1));
+    }
     arm64::main()
 }
 

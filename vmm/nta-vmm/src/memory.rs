@@ -1,0 +1,524 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The guest's memory map as far as tags are concerned: regions (one per memslot), what backs
+//! them and which parts are tag-capable, looked up in O(log n).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress};
+
+use crate::error::{RegionProblem, Syscall};
+use crate::{Error, Result};
+
+/// What backs a region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backing {
+    /// Private anonymous memory.
+    Anonymous,
+    /// shmem, memfd or hugetlbfs memory (shared, and tag-capable).
+    Shmem,
+    /// A `MAP_PRIVATE` mapping of a file.
+    PrivateFile(PathBuf),
+    /// A `MAP_SHARED` mapping of a page-cache or DAX file.
+    SharedFile(PathBuf),
+    /// A `MAP_SHARED` mapping of a device (VFIO BAR, CXL, `/dev/...`).
+    Device(PathBuf),
+}
+
+impl Backing {
+    /// Whether KVM can give this memory Allocation Tags (`VM_MTE_ALLOWED`): anonymous and
+    /// shmem memory can; KVM maps everything else `NoTagAccess`.
+    pub fn tag_capable(&self) -> bool {
+        matches!(self, Backing::Anonymous | Backing::Shmem)
+    }
+
+    /// Whether others see this memory too (a file or a device), so that replacing it by private
+    /// anonymous memory would cut the guest off from them.
+    pub fn shared(&self) -> bool {
+        matches!(
+            self,
+            Backing::SharedFile(_) | Backing::Device(_) | Backing::Shmem
+        )
+    }
+
+    /// What backs a vm-memory mmap region: anonymous unless it maps a file; a shared file is
+    /// a device if its file is a character or block device.
+    pub fn of_mmap_region(region: &GuestRegionMmap) -> Result<Self> {
+        let mmap = region.get_mmap();
+        let Some(fo) = mmap.file_offset() else {
+            return Ok(if mmap.flags() & libc::MAP_SHARED != 0 {
+                Backing::Shmem
+            } else {
+                Backing::Anonymous
+            });
+        };
+        let fd = fo.file().as_raw_fd();
+        let path = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+        let meta = fo.file().metadata().map_err(|source| Error::Os {
+            op: Syscall::Fstat,
+            source,
+        })?;
+        use std::os::unix::fs::FileTypeExt;
+        let ft = meta.file_type();
+        Ok(if mmap.flags() & libc::MAP_SHARED == 0 {
+            Backing::PrivateFile(path)
+        } else if ft.is_char_device() || ft.is_block_device() {
+            Backing::Device(path)
+        } else {
+            Backing::SharedFile(path)
+        })
+    }
+}
+
+impl fmt::Display for Backing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backing::Anonymous => write!(f, "anonymous memory"),
+            Backing::Shmem => write!(f, "shmem memory"),
+            Backing::PrivateFile(p) => write!(f, "a private file mapping of {}", p.display()),
+            Backing::SharedFile(p) => write!(f, "a shared file mapping of {}", p.display()),
+            Backing::Device(p) => write!(f, "device memory of {}", p.display()),
+        }
+    }
+}
+
+/// A guest memory region as the VMM registered it with KVM (one memslot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// The memslot number.
+    pub slot: u32,
+    /// Guest physical address of the first byte.
+    pub gpa: u64,
+    /// Size in bytes, a multiple of the page size.
+    pub size: u64,
+    /// Host virtual address of the first byte.
+    pub host_addr: u64,
+    /// What backs it.
+    pub backing: Backing,
+    /// The protection of its host mapping (`PROT_READ`, `PROT_WRITE`), which a swap keeps.
+    pub prot: i32,
+}
+
+impl Region {
+    /// Describes a vm-memory region registered as memslot `slot`, with what backs it.
+    pub fn of<R: GuestMemoryRegion>(
+        slot: u32,
+        region: &R,
+        backing: Backing,
+        prot: i32,
+    ) -> Result<Self> {
+        let host = region
+            .get_host_address(MemoryRegionAddress(0))
+            .map_err(|_| Error::BadRegion {
+                slot,
+                problem: RegionProblem::Inaccessible,
+            })?;
+        Ok(Region {
+            slot,
+            gpa: region.start_addr().0,
+            size: region.len(),
+            host_addr: host as u64,
+            backing,
+            prot,
+        })
+    }
+
+    /// Describes a vm-memory mmap region registered as memslot `slot`, reading what backs it
+    /// and its protection from the mapping.
+    pub fn of_mmap(slot: u32, region: &GuestRegionMmap) -> Result<Self> {
+        let backing = Backing::of_mmap_region(region)?;
+        let prot = region.get_mmap().prot();
+        Self::of(slot, region, backing, prot)
+    }
+}
+
+/// One contiguous part of a region, tag-capable or not.
+#[derive(Clone, Debug)]
+struct Part {
+    end: u64,
+    slot: u32,
+    tag_capable: bool,
+}
+
+/// What [`TagMemory::lookup`] finds: the region, and whether the address is tag-capable now.
+#[derive(Clone, Debug)]
+pub struct Found<'a> {
+    /// The region holding the address.
+    pub region: &'a Region,
+    /// Whether the part of it holding the address is tag-capable (swapped, or always was).
+    pub tag_capable: bool,
+    /// The part of the region with this property that holds the address: `[start, end)`.
+    pub part: (u64, u64),
+}
+
+/// The guest's regions by guest address; regions can be added and removed (hotplug), and a
+/// part of a region becomes tag-capable when it is swapped.
+#[derive(Debug)]
+pub struct TagMemory {
+    page_size: u64,
+    regions: BTreeMap<u32, Region>,
+    /// Start of each part -> the part; parts never overlap.
+    parts: BTreeMap<u64, Part>,
+}
+
+impl TagMemory {
+    /// An empty map for pages of `page_size` bytes (a power of two).
+    pub fn new(page_size: u64) -> Result<Self> {
+        if !page_size.is_power_of_two() {
+            return Err(Error::BadPageSize(page_size));
+        }
+        Ok(Self {
+            page_size,
+            regions: BTreeMap::new(),
+            parts: BTreeMap::new(),
+        })
+    }
+
+    /// An empty map for the host's page size.
+    pub fn for_host() -> Result<Self> {
+        Self::new(crate::host_page_size()?)
+    }
+
+    /// A map of every region of a vm-memory `GuestMemoryMmap`, memslot numbers given by
+    /// `slot_of` (the VMM's numbering).
+    ///
+    /// # Safety
+    ///
+    /// As [`TagMemory::add`], for each region: the regions of `mem` must stay mapped while the
+    /// map is used to resolve faults, and may be replaced in place.
+    pub unsafe fn from_guest_memory<M>(
+        mem: &M,
+        mut slot_of: impl FnMut(&GuestRegionMmap) -> u32,
+    ) -> Result<Self>
+    where
+        M: GuestMemoryBackend<R = GuestRegionMmap>,
+    {
+        let mut map = Self::for_host()?;
+        for r in mem.iter() {
+            // SAFETY: the caller's contract (this function's).
+            unsafe { map.add(Region::of_mmap(slot_of(r), r)?)? };
+        }
+        Ok(map)
+    }
+
+    /// The page size the map was made for.
+    pub fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
+    /// Records a region; refuses empty, unaligned, inaccessible or overlapping ones and reused
+    /// memslot numbers.
+    ///
+    /// # Safety
+    ///
+    /// From the first tag access a [`crate::Resolver`] resolves in it with `make-taggable`
+    /// until the region is removed, `[host_addr, host_addr + size)` must be a mapping of this
+    /// process with protection `prot`, holding the guest memory of memslot `slot`, that the
+    /// resolver may replace with other memory at the same address (what [`crate::HostQuiesced`]
+    /// then promises aside, nothing relies on it staying the same memory).
+    pub unsafe fn add(&mut self, region: Region) -> Result<()> {
+        let bad = |problem| Error::BadRegion {
+            slot: region.slot,
+            problem,
+        };
+        if region.size == 0 {
+            return Err(bad(RegionProblem::Empty));
+        }
+        if (region.gpa | region.size | region.host_addr) & (self.page_size - 1) != 0 {
+            return Err(bad(RegionProblem::Unaligned));
+        }
+        let end = region.gpa.checked_add(region.size);
+        if end.is_none() || region.host_addr.checked_add(region.size).is_none() {
+            return Err(bad(RegionProblem::Wraps));
+        }
+        let end = end.unwrap_or_default();
+        if region.prot & (libc::PROT_READ | libc::PROT_WRITE) == 0 {
+            return Err(bad(RegionProblem::Inaccessible));
+        }
+        if self.regions.contains_key(&region.slot) {
+            return Err(bad(RegionProblem::DuplicateSlot));
+        }
+        // The part starting last before `end` is the only one that can overlap.
+        if let Some((_, p)) = self.parts.range(..end).next_back() {
+            if p.end > region.gpa {
+                return Err(bad(RegionProblem::Overlaps(p.slot)));
+            }
+        }
+        self.parts.insert(
+            region.gpa,
+            Part {
+                end,
+                slot: region.slot,
+                tag_capable: region.backing.tag_capable(),
+            },
+        );
+        self.regions.insert(region.slot, region);
+        Ok(())
+    }
+
+    /// Forgets the region of memslot `slot` (removed or about to be replaced), returning it.
+    pub fn remove(&mut self, slot: u32) -> Option<Region> {
+        let r = self.regions.remove(&slot)?;
+        let starts: Vec<u64> = self
+            .parts
+            .range(r.gpa..r.gpa + r.size)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in starts {
+            self.parts.remove(&s);
+        }
+        Some(r)
+    }
+
+    /// The region of memslot `slot`.
+    pub fn region(&self, slot: u32) -> Option<&Region> {
+        self.regions.get(&slot)
+    }
+
+    /// The number of parts the regions are in (one per region, plus two per swap at most).
+    pub fn parts(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// The region holding `gpa`, and whether `gpa` is tag-capable now.
+    pub fn lookup(&self, gpa: u64) -> Result<Found<'_>> {
+        let (start, p) = self
+            .parts
+            .range(..=gpa)
+            .next_back()
+            .filter(|(_, p)| gpa < p.end)
+            .ok_or(Error::NoRegion { gpa })?;
+        let region = self.regions.get(&p.slot).ok_or(Error::NoRegion { gpa })?;
+        Ok(Found {
+            region,
+            tag_capable: p.tag_capable,
+            part: (*start, p.end),
+        })
+    }
+
+    /// Records `[gpa, gpa + size)`, which must lie in one part of one region, as tag-capable
+    /// from now on. The KVM memslot itself is unchanged.
+    pub fn mark_tag_capable(&mut self, gpa: u64, size: u64) -> Result<()> {
+        if size == 0 || (gpa | size) & (self.page_size - 1) != 0 {
+            return Err(Error::BadRange { addr: gpa, size });
+        }
+        let found = self.lookup(gpa)?;
+        let (start, end) = found.part;
+        let slot = found.region.slot;
+        let last = gpa.checked_add(size).filter(|&e| e <= end);
+        let Some(last) = last else {
+            return Err(Error::OutsideRegion { gpa, size, slot });
+        };
+        if found.tag_capable {
+            return Ok(());
+        }
+        self.parts.remove(&start);
+        for (s, e, tag_capable) in [(start, gpa, false), (gpa, last, true), (last, end, false)] {
+            if s < e {
+                self.parts.insert(
+                    s,
+                    Part {
+                        end: e,
+                        slot,
+                        tag_capable,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
+
+    fn region(slot: u32, gpa: u64, size: u64, backing: Backing) -> Region {
+        Region {
+            slot,
+            gpa,
+            size,
+            host_addr: 0x7f00_0000_0000_u64.wrapping_add(gpa),
+            backing,
+            prot: RW,
+        }
+    }
+
+    fn file() -> Backing {
+        Backing::SharedFile("/ramfs/img".into())
+    }
+
+    fn map() -> TagMemory {
+        let mut m = TagMemory::new(4096).unwrap();
+        add(
+            &mut m,
+            region(0, 0x4000_0000, 0x20_0000, Backing::Anonymous),
+        )
+        .unwrap();
+        add(&mut m, region(1, 0x8000_0000, 0x1_0000, file())).unwrap();
+        m
+    }
+
+    /// Adds a region no resolver ever swaps in.
+    fn add(m: &mut TagMemory, r: Region) -> Result<()> {
+        // SAFETY: these tests resolve no fault, so nothing relies on the host addresses.
+        unsafe { m.add(r) }
+    }
+
+    #[test]
+    fn bad_page_sizes_are_refused() {
+        for p in [0, 3, 4097] {
+            assert!(matches!(TagMemory::new(p), Err(Error::BadPageSize(_))));
+        }
+        assert!(TagMemory::for_host().is_ok());
+    }
+
+    #[test]
+    fn lookup_finds_region_and_capability() {
+        let m = map();
+        let f = m.lookup(0x8000_2010).unwrap();
+        assert_eq!(f.region.slot, 1);
+        assert!(!f.tag_capable);
+        assert!(m.lookup(0x4000_0000).unwrap().tag_capable);
+        for gpa in [0, 0x3fff_ffff, 0x4020_0000, 0x8001_0000, u64::MAX] {
+            assert!(matches!(m.lookup(gpa), Err(Error::NoRegion { .. })));
+        }
+    }
+
+    #[test]
+    fn bad_regions_are_refused() {
+        let mut m = map();
+        let dev = || Backing::Device("/dev/x".into());
+        let cases = [
+            (
+                region(2, 0x8000_f000, 0x2000, dev()),
+                RegionProblem::Overlaps(1),
+            ),
+            (
+                region(2, 0x7fff_f000, 0x2000, dev()),
+                RegionProblem::Overlaps(1),
+            ),
+            (
+                region(2, 0x3000_0000, 0x2000_0000, dev()),
+                RegionProblem::Overlaps(0),
+            ),
+            (
+                region(1, 0x9000_0000, 0x1000, dev()),
+                RegionProblem::DuplicateSlot,
+            ),
+            (
+                region(2, 0x9000_0800, 0x1000, dev()),
+                RegionProblem::Unaligned,
+            ),
+            (
+                region(2, 0x9000_0000, 0x1800, dev()),
+                RegionProblem::Unaligned,
+            ),
+            (region(2, 0x9000_0000, 0, dev()), RegionProblem::Empty),
+            (
+                region(2, u64::MAX - 0xfff, 0x2000, dev()),
+                RegionProblem::Wraps,
+            ),
+        ];
+        for (r, want) in cases {
+            match add(&mut m, r) {
+                Err(Error::BadRegion { problem, .. }) => assert_eq!(problem, want),
+                other => panic!("expected {want:?}, got {other:?}"),
+            }
+        }
+        let mut none = region(2, 0x9000_0000, 0x1000, dev());
+        none.prot = libc::PROT_NONE;
+        assert!(add(&mut m, none).is_err());
+        assert!(add(&mut m, region(2, 0x9000_0000, 0x1000, dev())).is_ok());
+    }
+
+    #[test]
+    fn marking_tag_capable_splits_the_part() {
+        let mut m = map();
+        m.mark_tag_capable(0x8000_4000, 0x1000).unwrap();
+        assert!(!m.lookup(0x8000_3fff).unwrap().tag_capable);
+        assert!(m.lookup(0x8000_4000).unwrap().tag_capable);
+        assert!(m.lookup(0x8000_4fff).unwrap().tag_capable);
+        assert!(!m.lookup(0x8000_5000).unwrap().tag_capable);
+        assert_eq!(
+            m.lookup(0x8000_5000).unwrap().part,
+            (0x8000_5000, 0x8001_0000)
+        );
+        assert_eq!(m.parts(), 4);
+        m.mark_tag_capable(0x8000_4000, 0x1000).unwrap();
+        m.mark_tag_capable(0x8000_0000, 0x1000).unwrap();
+        assert!(m.lookup(0x8000_0000).unwrap().tag_capable);
+        assert!(matches!(
+            m.mark_tag_capable(0x8000_f000, 0x2000),
+            Err(Error::OutsideRegion { slot: 1, .. })
+        ));
+        assert!(matches!(
+            m.mark_tag_capable(0x8000_f000, 0),
+            Err(Error::BadRange { .. })
+        ));
+        assert!(matches!(
+            m.mark_tag_capable(0x8000_f800, 0x800),
+            Err(Error::BadRange { .. })
+        ));
+        assert!(matches!(
+            m.mark_tag_capable(0x9000_0000, 0x1000),
+            Err(Error::NoRegion { .. })
+        ));
+    }
+
+    #[test]
+    fn regions_can_be_removed_and_replaced() {
+        let mut m = map();
+        m.mark_tag_capable(0x8000_4000, 0x1000).unwrap();
+        let old = m.remove(1).unwrap();
+        assert_eq!(old.slot, 1);
+        assert!(m.lookup(0x8000_0000).is_err() && m.lookup(0x8000_4000).is_err());
+        assert_eq!(m.parts(), 1);
+        assert!(m.remove(1).is_none());
+        add(&mut m, region(1, 0x8000_0000, 0x2_0000, Backing::Shmem)).unwrap();
+        assert!(m.lookup(0x8001_f000).unwrap().tag_capable);
+    }
+
+    #[test]
+    fn many_regions_look_up_fast() {
+        let mut m = TagMemory::new(4096).unwrap();
+        for i in 0..20_000u32 {
+            let gpa = 0x1_0000_0000 + u64::from(i) * 0x2000;
+            add(&mut m, region(i, gpa, 0x1000, file())).unwrap();
+        }
+        for i in (0..20_000u32).step_by(7) {
+            let gpa = 0x1_0000_0000 + u64::from(i) * 0x2000;
+            assert_eq!(m.lookup(gpa + 0xff8).unwrap().region.slot, i);
+            assert!(m.lookup(gpa + 0x1000).is_err());
+        }
+    }
+
+    #[test]
+    fn vm_memory_regions_are_described() {
+        use vm_memory::{GuestAddress, GuestMemoryMmap};
+        let gm = GuestMemoryMmap::<()>::from_ranges(&[
+            (GuestAddress(0x4000_0000), 0x10_0000),
+            (GuestAddress(0x8000_0000), 0x2_0000),
+        ])
+        .unwrap();
+        let mut n = 0;
+        // SAFETY: `gm` outlives the map, and no fault is resolved.
+        let m = unsafe {
+            TagMemory::from_guest_memory(&gm, |_| {
+                n += 1;
+                n
+            })
+        }
+        .unwrap();
+        let f = m.lookup(0x8001_0000).unwrap();
+        assert_eq!(f.region.slot, 2);
+        assert_eq!(f.region.backing, Backing::Anonymous);
+        assert_eq!(f.region.prot, RW);
+        assert!(f.tag_capable);
+    }
+}
