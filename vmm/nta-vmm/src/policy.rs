@@ -426,14 +426,14 @@ mod tests {
 
     const GPA: u64 = 0x8000_0000;
 
-    /// A resolver over one region of `pages` real pages at GPA, backed by `m`.
-    fn resolver(m: &TestMap, backing: Backing, prot: i32, b: ResolverBuilder) -> Result<Resolver> {
+    /// The memory map of one region at GPA (memslot `slot`), backed by `m`.
+    fn memory(m: &TestMap, slot: u32, backing: Backing, prot: i32) -> Result<TagMemory> {
         let mut mem = TagMemory::for_host()?;
-        // SAFETY: `m` is the test's own mapping, alive while the resolver is used, and may be
+        // SAFETY: `m` is the test's own mapping, alive while the map is used, and may be
         // replaced.
         unsafe {
             mem.add(Region {
-                slot: 3,
+                slot,
                 gpa: GPA,
                 size: m.len as u64,
                 host_addr: m.addr as u64,
@@ -441,7 +441,12 @@ mod tests {
                 prot,
             })?
         };
-        b.host_probe(false).build(mem)
+        Ok(mem)
+    }
+
+    /// A resolver over one region of `pages` real pages at GPA, backed by `m`.
+    fn resolver(m: &TestMap, backing: Backing, prot: i32, b: ResolverBuilder) -> Result<Resolver> {
+        b.host_probe(false).build(memory(m, 3, backing, prot)?)
     }
 
     fn fault(gpa: u64) -> TagAccessFault {
@@ -476,19 +481,7 @@ mod tests {
     #[test]
     fn make_taggable_needs_tag_capable_anonymous_memory() {
         let m = TestMap::new(page() as usize, RW, false);
-        let mut mem = TagMemory::for_host().unwrap();
-        // SAFETY: `m` is the test's own mapping; no fault is resolved.
-        unsafe {
-            mem.add(Region {
-                slot: 1,
-                gpa: GPA,
-                size: m.len as u64,
-                host_addr: m.addr as u64,
-                backing: private(),
-                prot: RW,
-            })
-        }
-        .unwrap();
+        let mem = memory(&m, 1, private(), RW).unwrap();
         let r = Resolver::builder(Policy::MakeTaggable).build(mem);
         if crate::probe_host().unwrap().anon_tag_capable {
             assert!(r.is_ok());

@@ -76,12 +76,7 @@ fn parse_args() -> Result<Options, String> {
             "--backing" => o.backing = value()?,
             "--image" => o.image = value()?,
             "--guest" => o.guest = value()?,
-            "--size" => {
-                let v = value()?;
-                o.size = v
-                    .parse()
-                    .map_err(|_| format!("--size: '{v}' is not a number"))?;
-            }
+            "--size" => o.size = number("--size", &value()?)?,
             _ => return Err(format!("unknown option '{a}'")),
         }
     }
@@ -118,6 +113,12 @@ fn image_bytes(size: usize) -> Vec<u8> {
             w.to_le_bytes()
         })
         .collect()
+}
+
+/// The value `v` of option `flag` as a number, or an error naming both.
+pub(crate) fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("{flag}: '{v}' is not a number"))
 }
 
 /// Maps the image per `--backing`; returns the mapping, what backs it, and the file to check.

@@ -54,18 +54,8 @@ pub fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, Str
         }
         let mut value = || args.next().ok_or(format!("{a} needs a value"));
         match a.as_str() {
-            "--writers" => {
-                let v = value()?;
-                o.writers = v
-                    .parse()
-                    .map_err(|_| format!("--writers: '{v}' is not a number"))?;
-            }
-            "--chunk" => {
-                let v = value()?;
-                o.chunk = v
-                    .parse()
-                    .map_err(|_| format!("--chunk: '{v}' is not a number"))?;
-            }
+            "--writers" => o.writers = crate::arm64::number("--writers", &value()?)?,
+            "--chunk" => o.chunk = crate::arm64::number("--chunk", &value()?)?,
             "--image" => o.image = value()?,
             "--guest" => o.guest = value()?,
             _ => return Err(format!("unknown option '{a}'")),
