@@ -32,6 +32,7 @@ selftests: kernel
 build: selftests
 	@$(H)/guestprogs.sh
 	@$(H)/vmm.sh
+	@$(H)/vmguest.sh
 	@$(H)/initramfs.sh
 boot: build
 	@$(H)/boot.sh $(PROFILE)

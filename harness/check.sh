@@ -24,6 +24,7 @@ stage rust-lint "$H/rustlint.sh" || true
 stage selftests-build "$H/selftests.sh" || exit 1
 stage guest-programs "$H/guestprogs.sh" || exit 1
 stage vmm-build "$H/vmm.sh" || exit 1
+stage vm-guest "$H/vmguest.sh" || exit 1
 stage initramfs "$H/initramfs.sh" || exit 1
 for p in "$H"/profiles/*; do
 	stage "boot-$(basename "$p")" "$H/boot.sh" "$(basename "$p")" || true

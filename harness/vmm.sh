@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the VMM demo and benchmark (the vmm/ workspace, static aarch64, with the build
+# Build the VMM demo, benchmark and microVM (the vmm/ workspace, static aarch64, with the build
 # root's cargo) and their bare-metal guest programs (vmm/guest/*.S), into
 # $OUT/guest-bin for the initramfs; under make check also clippy them.
 #   vmm.sh            build
@@ -56,12 +56,12 @@ for src in "$TOP"/vmm/guest/*.S; do
 	cmp -s "$OUT/$name.bin" "$DST/$name.bin" || cp "$OUT/$name.bin" "$DST/$name.bin"
 done
 
-say "nta-demo, nta-bench (aarch64, static)"
+say "nta-demo, nta-bench, nta-vm (aarch64, static)"
 # shellcheck disable=SC2016 # expanded by the inner shell
 run_logged vmm-build inroot sh -c 'cd "$1/vmm" && CARGO_HOME="$2/cargo" cargo build --release \
 	--locked --target aarch64-unknown-linux-gnu --target-dir "$3/vmm-target"' \
 	sh "$TOP" "$CACHE" "$OUT"
-for b in nta-demo nta-bench; do
+for b in nta-demo nta-bench nta-vm; do
 	bin=$OUT/vmm-target/aarch64-unknown-linux-gnu/release/$b
 	cmp -s "$bin" "$DST/$b" || cp "$bin" "$DST/$b"
 done
@@ -80,4 +80,4 @@ if [ -n "${NTA_RESULTS:-}" ]; then
 	fi
 	exit "$fail"
 fi
-say "ready: $DST/nta-demo, $DST/nta-bench"
+say "ready: $DST/nta-demo, $DST/nta-bench, $DST/nta-vm"

@@ -7,7 +7,7 @@ use std::fmt;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
-use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress};
+use vm_memory::{GuestMemory, GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress};
 
 use crate::error::{RegionProblem, Syscall};
 use crate::{Error, Result};
@@ -47,7 +47,7 @@ impl Backing {
     /// What backs a vm-memory mmap region: anonymous unless it maps a file; a shared file is
     /// a device if its file is a character or block device.
     pub fn of_mmap_region(region: &GuestRegionMmap) -> Result<Self> {
-        let mmap = region.get_mmap();
+        let mmap = &**region;
         let Some(fo) = mmap.file_offset() else {
             return Ok(if mmap.flags() & libc::MAP_SHARED != 0 {
                 Backing::Shmem
@@ -130,7 +130,7 @@ impl Region {
     /// and its protection from the mapping.
     pub fn of_mmap(slot: u32, region: &GuestRegionMmap) -> Result<Self> {
         let backing = Backing::of_mmap_region(region)?;
-        let prot = region.get_mmap().prot();
+        let prot = region.prot();
         Self::of(slot, region, backing, prot)
     }
 }
@@ -194,7 +194,7 @@ impl TagMemory {
         mut slot_of: impl FnMut(&GuestRegionMmap) -> u32,
     ) -> Result<Self>
     where
-        M: GuestMemoryBackend<R = GuestRegionMmap>,
+        M: GuestMemory<R = GuestRegionMmap>,
     {
         let mut map = Self::for_host()?;
         for r in mem.iter() {

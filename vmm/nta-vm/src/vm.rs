@@ -1,0 +1,681 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The microVM (arm64 only): memory, vCPUs, GIC, devices, and the run.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{
+    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
+    kvm_userspace_memory_region, kvm_vcpu_init, KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2,
+    KVM_DEV_ARM_VGIC_CTRL_INIT, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CTRL,
+    KVM_DEV_ARM_VGIC_GRP_NR_IRQS, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN, KVM_VGIC_V3_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_REDIST,
+};
+use kvm_ioctls::{DeviceFd, Kvm, VcpuExit, VcpuFd, VmFd};
+use linux_loader::loader::{pe::PE, KernelLoader};
+use nta_vmm::kvm::{self as ntakvm, KernelPolicy};
+use nta_vmm::{
+    Error as NtaError, Feature, HostQuiesced, Resolution, Resolver, TagAccessFault, TagMemory,
+};
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{
+    Bytes, FileOffset, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap,
+};
+
+use crate::devices::{Area, Counters, Devices, Irq};
+use crate::layout::*;
+use crate::options::{ImageLayout, Options, TagPolicy};
+use crate::{fdt, image};
+
+/// Why the run could not start or went wrong on the VMM's side.
+#[derive(Debug)]
+pub enum VmError {
+    /// A file given on the command line is missing or unusable (exit status 2).
+    BadFile(String),
+    /// KVM or the host refused something (exit status 3).
+    Host(String),
+}
+
+impl std::fmt::Display for VmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VmError::BadFile(s) | VmError::Host(s) => f.write_str(s),
+        }
+    }
+}
+
+fn host(what: impl std::fmt::Display) -> VmError {
+    VmError::Host(what.to_string())
+}
+
+/// How the run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// PSCI SYSTEM_OFF, with the status the guest wrote (0 if none).
+    PowerOff(u32),
+    /// PSCI SYSTEM_RESET (Linux's panic=-1 after a crash, or a reboot).
+    Reset,
+    /// PSCI SYSTEM_OFF2 or a KVM crash event.
+    Crash,
+    /// The VMM stopped the guest.
+    Fatal(String),
+    Timeout,
+}
+
+/// The run's result and figures.
+pub struct Report {
+    pub end: End,
+    pub devices: Arc<Devices>,
+    pub off_ms: u64,
+    pub memory: Vec<(Area, u64, String)>,
+    pub smaps_at_init: Option<Smaps>,
+    pub smaps_at_end: Option<Smaps>,
+}
+
+/// What `/proc/self/smaps_rollup` says of this process's memory, in KiB.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Smaps {
+    pub rss: u64,
+    pub pss: u64,
+    pub pss_anon: u64,
+    pub pss_file: u64,
+}
+
+pub fn smaps() -> Option<Smaps> {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+    };
+    Some(Smaps {
+        rss: field("Rss:")?,
+        pss: field("Pss:")?,
+        pss_anon: field("Pss_Anon:").unwrap_or(0),
+        pss_file: field("Pss_File:").unwrap_or(0),
+    })
+}
+
+/// `KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offset in kvm_regs / 4)`.
+const fn core_reg(offset: u64) -> u64 {
+    0x6030_0000_0010_0000 | (offset / 4)
+}
+const REG_X0: u64 = core_reg(0);
+const REG_PC: u64 = core_reg(32 * 8);
+/// `KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM64_SYSREG | MPIDR_EL1 (3, 0, 0, 0, 5)`.
+const REG_MPIDR: u64 = 0x6030_0000_0013_0000 | (3 << 14) | 5;
+/// Interrupts of the GIC: the 32 private ones and 64 SPIs.
+const GIC_NR_IRQS: u32 = 96;
+const PAGE: u64 = 4096;
+
+fn open(path: &Path, write: bool, what: &str) -> Result<File, VmError> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(path)
+        .map_err(|e| VmError::BadFile(format!("{what} {}: {e}", path.display())))
+}
+
+/// A guest memory region of `size` bytes at `gpa`: anonymous, or `file` mapped with `flags`.
+fn region(gpa: u64, size: u64, file: Option<(&File, i32)>) -> Result<GuestRegionMmap, VmError> {
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let mut b = MmapRegionBuilder::new(size as usize).with_mmap_prot(rw);
+    b = match file {
+        None => b.with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE),
+        Some((f, flags)) => {
+            let f = f.try_clone().map_err(host)?;
+            b.with_file_offset(FileOffset::new(f, 0))
+                .with_mmap_flags(flags | libc::MAP_NORESERVE)
+        }
+    };
+    let m = b
+        .build()
+        .map_err(|e| host(format!("mmap of {size:#x} bytes for {gpa:#x}: {e}")))?;
+    GuestRegionMmap::new(m, GuestAddress(gpa))
+        .ok_or_else(|| host(format!("region at {gpa:#x} wraps")))
+}
+
+fn area_of(r: &GuestRegionMmap) -> Area {
+    match r.start_addr().0 {
+        PMEM_BASE => Area::Pmem,
+        DEVMEM_BASE => Area::Device,
+        RAM_BASE if r.file_offset().is_some() => Area::Image,
+        _ => Area::Ram,
+    }
+}
+
+struct Files {
+    kernel: File,
+    kernel_len: u64,
+    header: image::Header,
+    initrd: Option<Vec<u8>>,
+    pmem: Option<(File, u64)>,
+    devmem: Option<File>,
+}
+
+fn open_files(o: &Options) -> Result<Files, VmError> {
+    let mut kernel = open(&o.kernel, false, "--kernel")?;
+    let kernel_len = kernel.metadata().map_err(host)?.len();
+    let mut hdr = [0u8; image::HEADER_LEN];
+    let n = kernel.read(&mut hdr).map_err(host)?;
+    let header = image::parse(&hdr[..n], kernel_len)
+        .map_err(|e| VmError::BadFile(format!("--kernel {}: {e}", o.kernel.display())))?;
+    let initrd = match &o.initrd {
+        Some(p) => Some(
+            std::fs::read(p)
+                .map_err(|e| VmError::BadFile(format!("--initrd {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let pmem = match &o.pmem {
+        Some(p) => {
+            let f = open(p, true, "--pmem")?;
+            let len = f.metadata().map_err(host)?.len();
+            if len == 0 || len % (2 << 20) != 0 || len > PMEM_MAX {
+                return Err(VmError::BadFile(format!(
+                    "--pmem {}: {len} bytes is not a multiple of 2 MiB up to {} GiB",
+                    p.display(),
+                    PMEM_MAX >> 30
+                )));
+            }
+            Some((f, len))
+        }
+        None => None,
+    };
+    let devmem = match &o.devmem {
+        Some(p) => {
+            let f = open(p, true, "--devmem")?;
+            if !f.metadata().map_err(host)?.file_type().is_char_device() {
+                return Err(VmError::BadFile(format!(
+                    "--devmem {}: not a character device",
+                    p.display()
+                )));
+            }
+            Some(f)
+        }
+        None => None,
+    };
+    Ok(Files {
+        kernel,
+        kernel_len,
+        header,
+        initrd,
+        pmem,
+        devmem,
+    })
+}
+
+/// The guest's memory: RAM (its start the Image file in the map layout), pmem, device memory.
+fn guest_memory(o: &Options, f: &Files) -> Result<GuestMemoryMmap, VmError> {
+    let mut regions = Vec::new();
+    match o.layout {
+        ImageLayout::Copy => regions.push(region(RAM_BASE, o.mem, None)?),
+        ImageLayout::Map => {
+            if f.header.text_offset != 0 {
+                return Err(VmError::BadFile(format!(
+                    "--kernel {}: text_offset {:#x}; the map layout needs a kernel that runs \
+                     from the start of RAM (text_offset 0, Linux 3.17 and later)",
+                    o.kernel.display(),
+                    f.header.text_offset
+                )));
+            }
+            let slot = f.kernel_len.div_ceil(PAGE) * PAGE;
+            if slot + FDT_MAX >= o.mem {
+                return Err(VmError::BadFile(format!(
+                    "--mem {} MiB is smaller than the kernel",
+                    o.mem >> 20
+                )));
+            }
+            regions.push(region(
+                RAM_BASE,
+                slot,
+                Some((&f.kernel, libc::MAP_PRIVATE)),
+            )?);
+            regions.push(region(RAM_BASE + slot, o.mem - slot, None)?);
+        }
+    }
+    if let Some((file, len)) = &f.pmem {
+        regions.push(region(PMEM_BASE, *len, Some((file, libc::MAP_SHARED)))?);
+    }
+    if let Some(file) = &f.devmem {
+        let p = o.devmem.as_deref().unwrap_or(Path::new("?"));
+        let r =
+            region(DEVMEM_BASE, o.devmem_size, Some((file, libc::MAP_SHARED))).map_err(|e| {
+                VmError::BadFile(format!(
+                    "--devmem {} with --devmem-size {} MiB: {e}",
+                    p.display(),
+                    o.devmem_size >> 20
+                ))
+            })?;
+        regions.push(r);
+    }
+    regions.sort_by_key(|r| r.start_addr());
+    GuestMemoryMmap::from_regions(regions).map_err(|e| host(format!("guest memory: {e}")))
+}
+
+fn describe(r: &GuestRegionMmap) -> String {
+    match nta_vmm::Backing::of_mmap_region(r) {
+        Ok(b) => b.to_string(),
+        Err(e) => format!("? ({e})"),
+    }
+}
+
+/// Registers every region as the memslot of its area.
+fn register(vm: &VmFd, mem: &'static GuestMemoryMmap) -> Result<(), VmError> {
+    for r in mem.iter() {
+        let area = area_of(r);
+        let slot = kvm_userspace_memory_region {
+            slot: area.slot(),
+            flags: 0,
+            guest_phys_addr: r.start_addr().0,
+            memory_size: r.len(),
+            userspace_addr: r.as_ptr() as u64,
+        };
+        // SAFETY: the region is a mapping of this process that is never unmapped: `mem` is
+        // leaked (`'static`), and only nta-vmm's swap replaces its pages, in place.
+        unsafe { vm.set_user_memory_region(slot) }.map_err(|e| {
+            host(format!(
+                "KVM refused memslot {} ({} at {:#x}, {} MiB, {}): {e}",
+                area.slot(),
+                area.name(),
+                r.start_addr().0,
+                r.len() >> 20,
+                describe(r)
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn mte_error(e: NtaError, o: &Options) -> VmError {
+    match e {
+        NtaError::Unsupported(Feature::MtePerm) => host(format!(
+            "KVM does not offer KVM_CAP_ARM_MTE_PERM (the CPU has no FEAT_MTE_PERM, or the \
+             host was booted with arm64.nomteperm): an MTE guest can only have tag-capable \
+             memory, so {} is refused. Without FEAT_MTE_PERM, use --image-layout copy \
+             without --pmem and --devmem, or --mte off",
+            [
+                (o.layout == ImageLayout::Map).then_some("the kernel image mapped from its file"),
+                o.pmem.as_ref().map(|_| "the pmem region"),
+                o.devmem.as_ref().map(|_| "the device memory"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ")
+        )),
+        NtaError::Unsupported(Feature::Mte) => {
+            host("KVM does not offer MTE (KVM_CAP_ARM_MTE): use --mte off")
+        }
+        e => host(format!("enabling MTE: {e}")),
+    }
+}
+
+fn create_vcpus(vm: &VmFd, n: u8) -> Result<(Vec<VcpuFd>, Vec<u64>), VmError> {
+    let mut vcpus = Vec::new();
+    let mut mpidrs = Vec::new();
+    let mut init = kvm_vcpu_init::default();
+    vm.get_preferred_target(&mut init)
+        .map_err(|e| host(format!("KVM_ARM_PREFERRED_TARGET: {e}")))?;
+    init.features[0] |= 1 << KVM_ARM_VCPU_PSCI_0_2;
+    for id in 0..n {
+        let vcpu = vm
+            .create_vcpu(id.into())
+            .map_err(|e| host(format!("KVM_CREATE_VCPU({id}): {e}")))?;
+        let mut i = init;
+        if id > 0 {
+            // Secondaries wait for the guest's PSCI CPU_ON, which KVM handles.
+            i.features[0] |= 1 << KVM_ARM_VCPU_POWER_OFF;
+        }
+        vcpu.vcpu_init(&i)
+            .map_err(|e| host(format!("KVM_ARM_VCPU_INIT({id}): {e}")))?;
+        let mut v = [0u8; 8];
+        vcpu.get_one_reg(REG_MPIDR, &mut v)
+            .map_err(|e| host(format!("vCPU {id}: reading MPIDR_EL1: {e}")))?;
+        mpidrs.push(u64::from_le_bytes(v));
+        vcpus.push(vcpu);
+    }
+    Ok((vcpus, mpidrs))
+}
+
+fn gic_attr(gic: &DeviceFd, group: u32, attr: u64, addr: u64, what: &str) -> Result<(), VmError> {
+    let a = kvm_device_attr {
+        group,
+        attr,
+        addr,
+        flags: 0,
+    };
+    gic.set_device_attr(&a)
+        .map_err(|e| host(format!("GICv3: {what}: {e}")))
+}
+
+/// The in-kernel GICv3, once every vCPU exists.
+fn create_gic(vm: &VmFd) -> Result<DeviceFd, VmError> {
+    let mut dev = kvm_create_device {
+        type_: kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
+        fd: 0,
+        flags: 0,
+    };
+    let gic = vm
+        .create_device(&mut dev)
+        .map_err(|e| host(format!("KVM_CREATE_DEVICE(GICv3): {e}")))?;
+    let dist = GIC_DIST;
+    let redist = GIC_REDIST;
+    let nr_irqs = GIC_NR_IRQS;
+    let grp = KVM_DEV_ARM_VGIC_GRP_ADDR;
+    // KVM reads the values through the addresses, during each call.
+    let p = |v: &u64| v as *const u64 as u64;
+    gic_attr(
+        &gic,
+        grp,
+        KVM_VGIC_V3_ADDR_TYPE_DIST.into(),
+        p(&dist),
+        "distributor",
+    )?;
+    gic_attr(
+        &gic,
+        grp,
+        KVM_VGIC_V3_ADDR_TYPE_REDIST.into(),
+        p(&redist),
+        "redistributors",
+    )?;
+    let nr = &nr_irqs as *const u32 as u64;
+    gic_attr(&gic, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, nr, "interrupts")?;
+    gic_attr(
+        &gic,
+        KVM_DEV_ARM_VGIC_GRP_CTRL,
+        KVM_DEV_ARM_VGIC_CTRL_INIT.into(),
+        0,
+        "init",
+    )?;
+    Ok(gic)
+}
+
+/// Loads the kernel (copy layout), the initrd and the device tree; returns the entry point
+/// and the device tree's address.
+fn load(
+    o: &Options,
+    f: &mut Files,
+    mem: &GuestMemoryMmap,
+    mpidrs: Vec<u64>,
+) -> Result<(u64, u64), VmError> {
+    let p = place(
+        o.mem,
+        f.header.text_offset,
+        f.header.image_size,
+        f.initrd.as_ref().map(|i| i.len() as u64),
+    )
+    .map_err(|e| VmError::BadFile(e.to_string()))?;
+    if o.layout == ImageLayout::Copy {
+        let r = PE::load(mem, Some(GuestAddress(RAM_BASE)), &mut f.kernel, None)
+            .map_err(|e| VmError::BadFile(format!("--kernel {}: {e}", o.kernel.display())))?;
+        if r.kernel_load.0 != p.kernel {
+            return Err(host(format!(
+                "linux-loader put the kernel at {:#x}, not {:#x}",
+                r.kernel_load.0, p.kernel
+            )));
+        }
+    }
+    let mut initrd = None;
+    if let (Some(data), Some(at)) = (&f.initrd, p.initrd) {
+        mem.write_slice(data, GuestAddress(at))
+            .map_err(|e| host(format!("writing the initrd: {e}")))?;
+        initrd = Some((at, at + data.len() as u64));
+    }
+    let m = fdt::Machine {
+        mpidrs,
+        cmdline: o.cmdline.clone(),
+        ram: o.mem,
+        initrd,
+        pmem: f.pmem.as_ref().map(|(_, len)| *len),
+        devmem: f.devmem.as_ref().map(|_| o.devmem_size),
+    };
+    let blob = fdt::build(&m).map_err(|e| host(format!("device tree: {e}")))?;
+    if blob.len() as u64 > FDT_MAX {
+        return Err(host(format!("device tree of {} bytes", blob.len())));
+    }
+    mem.write_slice(&blob, GuestAddress(p.fdt))
+        .map_err(|e| host(format!("writing the device tree: {e}")))?;
+    Ok((p.kernel, p.fdt))
+}
+
+enum Event {
+    Off,
+    Reset,
+    Crash,
+    Fatal(String),
+}
+
+/// What a vCPU does after an exit, once the exit's borrow of the vCPU is over.
+enum Step {
+    Run,
+    Fault(TagAccessFault),
+    Efault(u64),
+    Stop(Event),
+}
+
+struct Shared {
+    devices: Arc<Devices>,
+    resolver: Option<Resolver>,
+    host: HostQuiesced,
+    mem: &'static GuestMemoryMmap,
+    events: mpsc::Sender<Event>,
+}
+
+impl Shared {
+    fn area(&self, gpa: u64) -> Option<Area> {
+        self.mem.find_region(GuestAddress(gpa)).map(area_of)
+    }
+}
+
+fn exit_step(r: Result<VcpuExit<'_>, kvm_ioctls::Error>, s: &Shared, epoch: u64) -> Step {
+    match r {
+        Ok(VcpuExit::MmioRead(addr, data)) => {
+            s.devices.read(addr, data);
+            Step::Run
+        }
+        Ok(VcpuExit::MmioWrite(addr, data)) => {
+            s.devices.write(addr, data);
+            Step::Run
+        }
+        Ok(VcpuExit::SystemEvent(t, _)) => match t {
+            KVM_SYSTEM_EVENT_SHUTDOWN => Step::Stop(Event::Off),
+            KVM_SYSTEM_EVENT_RESET => Step::Stop(Event::Reset),
+            KVM_SYSTEM_EVENT_CRASH => Step::Stop(Event::Crash),
+            t => Step::Stop(Event::Fatal(format!("unexpected system event {t}"))),
+        },
+        Ok(e @ VcpuExit::MemoryFault { .. }) => match ntakvm::tag_fault(&e) {
+            Ok(Some(f)) => Step::Fault(f),
+            Ok(None) => Step::Stop(Event::Fatal(format!(
+                "memory fault exit that is not a tag access: {e:?}"
+            ))),
+            Err(e) => Step::Stop(Event::Fatal(e.to_string())),
+        },
+        Ok(e) => Step::Stop(Event::Fatal(format!("unexpected exit {e:?}"))),
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Step::Run,
+        Err(e) if ntakvm::is_efault(&e) => Step::Efault(epoch),
+        Err(e) => Step::Stop(Event::Fatal(format!("KVM_RUN: {e}"))),
+    }
+}
+
+fn resolve(vcpu: &VcpuFd, f: &TagAccessFault, s: &Shared) -> Result<(), String> {
+    let c: &Counters = &s.devices.counters;
+    let area = s.area(f.gpa());
+    if let Some(a) = area {
+        Counters::add(&c.tag_exits, a, 1);
+    }
+    let Some(r) = &s.resolver else {
+        return Err(format!(
+            "tag-access exit at {:#x} although KVM's policy is sea",
+            f.gpa()
+        ));
+    };
+    match r.resolve(vcpu, f, &s.host) {
+        Ok(Resolution::Swapped { gpa, size, .. }) => {
+            if let Some(a) = s.area(gpa) {
+                Counters::add(&c.swaps, a, 1);
+                Counters::add(&c.swapped_bytes, a, size);
+            }
+            Ok(())
+        }
+        Ok(Resolution::Injected) => {
+            c.injected.fetch_add(1, Relaxed);
+            Ok(())
+        }
+        Ok(Resolution::Retry) => {
+            c.stale_exits.fetch_add(1, Relaxed);
+            Ok(())
+        }
+        Ok(other) => Err(format!("unexpected resolution {other:?}")),
+        Err(e) => Err(format!(
+            "tag access at {:#x} ({}): {e}",
+            f.gpa(),
+            area.map_or("?", Area::name)
+        )),
+    }
+}
+
+fn vcpu_loop(mut vcpu: VcpuFd, s: Arc<Shared>) {
+    let ev = loop {
+        let epoch = s.resolver.as_ref().map_or(0, Resolver::epoch);
+        ntakvm::clear_exit_reason(&mut vcpu);
+        let step = exit_step(vcpu.run(), &s, epoch);
+        match step {
+            Step::Run => {}
+            Step::Fault(f) => {
+                if let Err(e) = resolve(&vcpu, &f, &s) {
+                    break Event::Fatal(e);
+                }
+            }
+            Step::Efault(epoch) => match &s.resolver {
+                Some(r) if r.retry_after_efault(epoch) => {
+                    s.devices.counters.efault_retries.fetch_add(1, Relaxed);
+                }
+                _ => break Event::Fatal("KVM_RUN: EFAULT, and no swap was running".into()),
+            },
+            Step::Stop(e) => break e,
+        }
+    };
+    let _ = s.events.send(ev);
+}
+
+/// Boots the guest and runs it until it powers off, resets, fails or times out.
+pub fn run(o: &Options) -> Result<Report, VmError> {
+    let mut files = open_files(o)?;
+    let kvm = Kvm::new().map_err(|e| host(format!("/dev/kvm: {e}")))?;
+    let vm = Arc::new(
+        kvm.create_vm()
+            .map_err(|e| host(format!("KVM_CREATE_VM: {e}")))?,
+    );
+    if o.mte {
+        if o.untagged_memory() {
+            let kp = match o.policy {
+                TagPolicy::Sea => KernelPolicy::Sea,
+                TagPolicy::Exit(_) => KernelPolicy::Exit,
+            };
+            ntakvm::enable_mte_perm(&vm, kp).map_err(|e| mte_error(e, o))?;
+        } else {
+            ntakvm::enable_mte(&vm).map_err(|e| mte_error(e, o))?;
+        }
+    }
+    // Never unmapped: KVM and the vCPU threads use it until the process exits.
+    let mem: &'static GuestMemoryMmap = Box::leak(Box::new(guest_memory(o, &files)?));
+    register(&vm, mem)?;
+    let memory = mem
+        .iter()
+        .map(|r| (area_of(r), r.len(), describe(r)))
+        .collect();
+
+    let (vcpus, mpidrs) = create_vcpus(&vm, o.cpus)?;
+    let _gic = create_gic(&vm)?;
+    let (entry, fdt_addr) = load(o, &mut files, mem, mpidrs)?;
+    vcpus[0]
+        .set_one_reg(REG_PC, &entry.to_le_bytes())
+        .map_err(|e| host(format!("setting PC: {e}")))?;
+    vcpus[0]
+        .set_one_reg(REG_X0, &fdt_addr.to_le_bytes())
+        .map_err(|e| host(format!("setting X0: {e}")))?;
+
+    let start = Instant::now();
+    let devices = Arc::new(Devices::new(Irq(vm.clone()), start));
+
+    let resolver = match (o.mte && o.untagged_memory(), o.policy) {
+        (true, TagPolicy::Exit(p)) => {
+            // SAFETY: every region of `mem` stays mapped until the process exits (leaked
+            // above); nothing relies on their pages staying the same memory: no device of
+            // nta-vm does DMA, and no vhost or VFIO mapping of them exists.
+            let tm = unsafe { TagMemory::from_guest_memory(mem, |r| area_of(r).slot()) }
+                .map_err(|e| host(format!("memory map for the resolver: {e}")))?;
+            let r = Resolver::builder(p)
+                .allow_unshare(o.allow_unshare)
+                .build(tm)
+                .map_err(|e| host(format!("resolver: {e}")))?;
+            Some(r)
+        }
+        _ => None,
+    };
+    let (tx, rx) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        devices: devices.clone(),
+        resolver,
+        // SAFETY: from here on, no thread of nta-vm but the vCPU threads inside KVM_RUN
+        // touches guest memory: the loading above is over and left no reference into it,
+        // the UART and the status register do no DMA, and the main thread only waits. The
+        // regions the resolver may swap are the image and RAM, private to this process; pmem
+        // and device memory only with --allow-unshare, whose contract is that the guest stops
+        // seeing other writers' updates there.
+        host: unsafe { HostQuiesced::new() },
+        mem,
+        events: tx,
+    });
+    for (id, vcpu) in vcpus.into_iter().enumerate() {
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("vcpu{id}"))
+            .spawn(move || vcpu_loop(vcpu, s))
+            .map_err(|e| host(format!("vCPU thread: {e}")))?;
+    }
+    let mut smaps_at_init = None;
+    let deadline = o.timeout.map(|t| start + t);
+    let end = loop {
+        let wait = match deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200)),
+            None => Duration::from_millis(200),
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Event::Off) => break End::PowerOff(devices.status().unwrap_or(0)),
+            Ok(Event::Reset) => break End::Reset,
+            Ok(Event::Crash) => break End::Crash,
+            Ok(Event::Fatal(e)) => break End::Fatal(e),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break End::Fatal("every vCPU thread ended".into())
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if smaps_at_init.is_none() && devices.init_ms().is_some() {
+                    smaps_at_init = smaps();
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break End::Timeout;
+                }
+            }
+        }
+    };
+    let off_ms = start.elapsed().as_millis() as u64;
+    let _ = std::io::stdout().flush();
+    Ok(Report {
+        end,
+        devices,
+        off_ms,
+        memory,
+        smaps_at_init,
+        smaps_at_end: smaps(),
+    })
+}
