@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # "make demo": boot the patched kernel on each machine profile and show what
-# the emulated machine offers an MTE guest (harness/demo.list).
+# the emulated machine offers an MTE guest (harness/demo.list): nta-vm booting a
+# real Linux MTE guest on memory without tag storage, and the small guests of
+# nta-demo, one per policy.
 STAGE=demo
 # shellcheck source=harness/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -13,9 +15,13 @@ for p in mteperm nomteperm n2; do
 done
 echo
 if [ "$rc" = 0 ]; then
-	say "verdict: PASS: with FEAT_MTE_PERM the MTE guest used the file image directly and"
-	say "  each policy did what it says; without it (arm64.nomteperm, neoverse-n2) KVM refused"
-	say "  the image, as Linux 7.3 does"
+	say "verdict: PASS: with FEAT_MTE_PERM a real Linux MTE guest (nta-vm) booted from its kernel"
+	say "  image mapped from the file, read its pmem filesystem and passed its MTE workload; its"
+	say "  tag accesses to image pages (the zero page, freed init memory) exited and nta-vmm swapped"
+	say "  those chunks for tag-capable memory; with the copy layout nothing exited; under the SEA"
+	say "  policy the guest kernel died on its first such access; the small assembly guests showed"
+	say "  each policy; without FEAT_MTE_PERM (arm64.nomteperm, neoverse-n2) KVM refused the image,"
+	say "  as Linux 7.3 does"
 else
 	say "verdict: FAILED (see the messages above)"
 fi
