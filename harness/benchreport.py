@@ -23,6 +23,8 @@ FAULT_CASES = ["nta-file", "tagged-anon", "file-mte-off", "nta-file-2m", "tagged
 # pages (ramfs); map-2m: the file NoTagAccess in 2 MiB blocks (--huge-dir).
 STARTUP_MODES = ["copy", "map", "map-2m"]
 TAG_CASES = ["exit-make-taggable", "exit-make-taggable-2m", "sea"]
+# nta-vm's layouts of the guest's kernel image.
+VM_LAYOUTS = ["copy", "map"]
 # The goal for block-mapped NoTagAccess images: reading all of a TARGET_MIB
 # image costs at most TARGET_RATIO times reading the THP-backed copy.
 TARGET_MIB = 256
@@ -190,11 +192,38 @@ def tag_table(s):
     return out
 
 
+def vm_table(s):
+    """nta-vm's real Linux guest: copy vs map layout of its kernel image."""
+    out = ["### 4. A real Linux MTE guest (nta-vm): its kernel image copied or mapped", "",
+           "| layout | ms to init | ms to power-off | two guests at init: PSS MiB "
+           "| of it anonymous | of it file |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for layout in VM_LAYOUTS:
+        def k(n, metric):
+            return ("vm", layout, n, metric)
+        if k(1, "init_ms") not in s and k(2, "pss_kib_init") not in s:
+            continue
+        mib = {m: f"{s[k(2, m)][0] / 1024:.1f}" if k(2, m) in s else "n/a"
+               for m in ("pss_kib_init", "pss_anon_kib_init", "pss_file_kib_init")}
+        out.append(f"| {layout} | {cell(s, k(1, 'init_ms'))} | {cell(s, k(1, 'off_ms'))} | "
+                   f"{mib['pss_kib_init']} | {mib['pss_anon_kib_init']} | "
+                   f"{mib['pss_file_kib_init']} |")
+    if len(out) == 4:
+        return []
+    out += ["", "map / copy: init "
+            f"{ratio(s, ('vm', 'map', 1, 'init_ms'), ('vm', 'copy', 1, 'init_ms'))}, "
+            "power-off "
+            f"{ratio(s, ('vm', 'map', 1, 'off_ms'), ('vm', 'copy', 1, 'off_ms'))}, "
+            "host memory of two guests "
+            f"{ratio(s, ('vm', 'map', 2, 'pss_kib_init'), ('vm', 'copy', 2, 'pss_kib_init'))}"]
+    return out
+
+
 def tables(s, conditions=""):
     lines = ["## Benchmark results", ""]
     if conditions:
         lines += ["```", conditions.strip(), "```", ""]
-    for t in (fault_table, startup_table, tag_table):
+    for t in (fault_table, startup_table, tag_table, vm_table):
         lines += t(s) + [""]
     return "\n".join(lines)
 

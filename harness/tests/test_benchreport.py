@@ -129,6 +129,21 @@ class Report(unittest.TestCase):
         with open(os.path.join(out, "tables.md"), encoding="utf-8") as f:
             self.assertIn("map-2m / copy", f.read())
 
+    def test_real_guest_layouts(self):
+        raw = RAW + "".join(
+            f"vm,{lay},1,{r},init_ms,{i}\nvm,{lay},1,{r},off_ms,{o}\n"
+            f"vm,{lay},2,{r},pss_kib_init,{p}\nvm,{lay},2,{r},pss_anon_kib_init,{a}\n"
+            f"vm,{lay},2,{r},pss_file_kib_init,{p - a}\n"
+            for lay, i, o, p, a in (("copy", 1000, 4000, 40960, 40960),
+                                    ("map", 1100, 4400, 30720, 20480))
+            for r in (0, 1))
+        text = benchreport.tables(self.summary(raw))
+        self.assertIn("| copy | 1000 | 4000 | 40.0 | 40.0 | 0.0 |", text)
+        self.assertIn("| map | 1100 | 4400 | 30.0 | 20.0 | 10.0 |", text)
+        self.assertIn("map / copy: init 1.10, power-off 1.10, host memory of two guests 0.75",
+                      text)
+        self.assertNotIn("A real Linux MTE guest", benchreport.tables(self.summary(RAW)))
+
     def test_bad_input_is_refused(self):
         with self.assertRaisesRegex(ValueError, "malformed row"):
             benchreport.load(self.raw("fault,nta-file,64,0,ns_per_page\n"))
