@@ -7,7 +7,9 @@
 #   bench.sh --check-dir  only check that NTA_BENCH_DIR can take the results
 #                         (make bench does this before it builds anything)
 #
-# Environment: NTA_ICOUNT (QEMU's -icount options, default shift=0,sleep=off).
+# Environment: NTA_ICOUNT (QEMU's -icount options, default shift=0,sleep=off),
+# NTA_BENCH_LIST (the list to run, default harness/bench.list; harness/bench-vm.list
+# is nta-vm's real-guest part alone).
 STAGE=bench
 # shellcheck source=harness/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -19,6 +21,9 @@ case "$*" in
 *) die "bench.sh takes no arguments but --check-dir (got '$*'); see the README" ;;
 esac
 RES=${NTA_BENCH_DIR:-$TOP/bench-results}
+LIST=${NTA_BENCH_LIST:-$TOP/harness/bench.list}
+case $LIST in */*) ;; *) LIST=$TOP/harness/$LIST ;; esac
+[ -f "$LIST" ] || die "NTA_BENCH_LIST=$LIST: no such list (the lists are harness/bench*.list)"
 ICOUNT=${NTA_ICOUNT:-shift=0,sleep=off}
 # Any directory will do, but find out now, not after the boot: the results
 # are made in the cache (which the build root sees) and copied there.
@@ -33,9 +38,9 @@ mkdir -p "$WORK"
 
 say "one boot, -icount $ICOUNT, 1 vCPU; progress lines come from the guest's console"
 NTA_SMP=1 NTA_KUNIT=0 NTA_BOOT_TIMEOUT=${NTA_BOOT_TIMEOUT:-5400} \
-	NTA_QEMU_EXTRA="-icount $ICOUNT" "$TOP/harness/boot.sh" mteperm "$TOP/harness/bench.list"
+	NTA_QEMU_EXTRA="-icount $ICOUNT" "$TOP/harness/boot.sh" mteperm "$LIST"
 
-LOG=$LOGS/console-mteperm-bench.log
+LOG=$LOGS/console-mteperm-$(basename "$LIST" .list).log
 sed -n 's/\r$//; s/^NTA: # csv,//p' "$LOG" >"$WORK/raw.csv"
 [ "$(wc -l <"$WORK/raw.csv")" -gt 1 ] || die "no measurements in $LOG"
 
