@@ -50,6 +50,11 @@ pub enum Area {
 
 pub const AREAS: [Area; 4] = [Area::Image, Area::Ram, Area::Pmem, Area::Device];
 
+/// How many addresses without a device the log names.
+const MAX_UNKNOWN: usize = 64;
+/// The 16550's registers (one byte each); the rest of its page is a hole.
+const UART_REGS: u64 = 8;
+
 impl Area {
     pub fn name(self) -> &'static str {
         match self {
@@ -96,6 +101,7 @@ pub struct Devices {
     /// Milliseconds from `start` to the guest's "init reached" write, 0 until then.
     init_ms: AtomicU64,
     start: Instant,
+    /// Addresses of accesses where no device is, said once each, at most MAX_UNKNOWN.
     unknown: Mutex<HashSet<u64>>,
     pub counters: Counters,
 }
@@ -124,7 +130,7 @@ impl Devices {
 
     fn unknown(&self, what: &str, addr: u64, len: usize) {
         let mut seen = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.insert(addr) {
+        if seen.len() < MAX_UNKNOWN && seen.insert(addr) {
             eprintln!(
                 "nta-vm: guest {what} of {len} bytes at {addr:#x}, where no device is (ignored)"
             );
@@ -134,7 +140,7 @@ impl Devices {
     pub fn read(&self, addr: u64, data: &mut [u8]) {
         self.counters.mmio_exits.fetch_add(1, Relaxed);
         data.fill(0);
-        if (UART..UART + UART_SIZE).contains(&addr) && data.len() == 1 {
+        if (UART..UART + UART_REGS).contains(&addr) && data.len() == 1 {
             let mut s = self.serial.lock().unwrap_or_else(|e| e.into_inner());
             data[0] = s.read((addr - UART) as u8);
         } else if !(STATUS..STATUS + STATUS_SIZE).contains(&addr) {
@@ -144,7 +150,7 @@ impl Devices {
 
     pub fn write(&self, addr: u64, data: &[u8]) {
         self.counters.mmio_exits.fetch_add(1, Relaxed);
-        if (UART..UART + UART_SIZE).contains(&addr) && data.len() == 1 {
+        if (UART..UART + UART_REGS).contains(&addr) && data.len() == 1 {
             let mut s = self.serial.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = s.write((addr - UART) as u8, data[0]) {
                 eprintln!("nta-vm: console: {e}");

@@ -25,7 +25,7 @@ pub const RAM_BASE: u64 = 0x4000_0000;
 pub const PMEM_BASE: u64 = 0x1000_0000;
 /// Device memory, as more RAM.
 pub const DEVMEM_BASE: u64 = 0x1_4000_0000;
-/// The largest pmem region: up to DEVMEM_BASE.
+/// The largest pmem region: up to RAM_BASE.
 pub const PMEM_MAX: u64 = RAM_BASE - PMEM_BASE;
 
 const MIB: u64 = 1 << 20;
@@ -66,10 +66,13 @@ pub fn place(
 ) -> Result<Placement, NoRoom> {
     let end = RAM_BASE + mem;
     let fdt = end - FDT_MAX;
-    let kernel = RAM_BASE + text_offset;
-    let kernel_end = kernel
-        .checked_add(image_size)
-        .ok_or_else(|| NoRoom(format!("the kernel's image_size {image_size:#x} is absurd")))?;
+    let absurd = || {
+        NoRoom(format!(
+            "the kernel's text_offset {text_offset:#x} and image_size {image_size:#x} are absurd"
+        ))
+    };
+    let kernel = RAM_BASE.checked_add(text_offset).ok_or_else(absurd)?;
+    let kernel_end = kernel.checked_add(image_size).ok_or_else(absurd)?;
     let initrd = match initrd_len {
         Some(len) => {
             let start = fdt
@@ -121,6 +124,7 @@ mod tests {
         assert!(place(64 * MIB, 0, 63 * MIB, None).is_err());
         assert!(place(64 * MIB, 0, 40 * MIB, Some(30 * MIB)).is_err());
         assert!(place(64 * MIB, 0, u64::MAX, None).is_err());
+        assert!(place(64 * MIB, u64::MAX, 1, None).is_err());
         assert!(place(64 * MIB, 0, 40 * MIB, Some(u64::MAX)).is_err());
         assert!(place(64 * MIB, 0x8_0000, 40 * MIB, Some(20 * MIB)).is_ok());
     }

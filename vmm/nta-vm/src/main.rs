@@ -18,13 +18,22 @@ mod vm;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if options::wants_help(&args) {
-        println!("{}", options::USAGE);
-        return ExitCode::SUCCESS;
+    let mut args = Vec::new();
+    for a in std::env::args_os().skip(1) {
+        match a.into_string() {
+            Ok(a) => args.push(a),
+            Err(a) => {
+                eprintln!("nta-vm: argument {a:?} is not UTF-8");
+                return ExitCode::from(2);
+            }
+        }
     }
     let o = match options::parse(&args) {
-        Ok(o) => o,
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{}", options::USAGE);
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("nta-vm: {e}");
             return ExitCode::from(2);

@@ -37,13 +37,16 @@ the kernel image mapped from its file, a pmem region and device memory.
                        kill: KVM exits, nta-vm stops the guest with an error
                        sea: KVM injects a synchronous external abort, no exit
   --allow-unshare      let make-taggable replace pmem or device memory by private
-                       memory (the guest then no longer sees the file or device there)
+                       memory (the guest then no longer sees the file or device there;
+                       no other process may write them while the guest runs)
   --timeout SECS       stop the guest after SECS seconds (exit status 124)
   --stats PATH         write the run's figures there, one key=value per line
 
 Exit status: 0 when the guest powered off (PSCI SYSTEM_OFF) with status 0, 1 when it
-reported a failure, 2 on bad options or files, 3 when KVM or the VMM failed (e.g.
-KVM refused the memory), 4 when the guest reset or crashed, 124 on --timeout.";
+reported a failure, 2 on bad options or files, 3 when KVM or the VMM failed or
+stopped the guest (KVM refused the memory, --policy kill, a swap nta-vmm refused),
+4 when the guest reset or crashed, 124 on --timeout. A guest that powers off
+without writing a status counts as status 0.";
 
 /// How the kernel image gets into guest RAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,13 +114,11 @@ pub fn size(flag: &str, v: &str) -> Result<u64, UsageError> {
     n.checked_mul(1 << shift).ok_or_else(bad)
 }
 
-/// Whether the command line asks for `--help`.
-pub fn wants_help(args: &[String]) -> bool {
-    args.iter().any(|a| a == "--help" || a == "-h")
-}
+/// The longest `--timeout`: a day.
+const MAX_TIMEOUT: u64 = 24 * 3600;
 
-/// Parses the arguments (without the program name).
-pub fn parse(args: &[String]) -> Result<Options, UsageError> {
+/// Parses the arguments (without the program name); `None` for `--help`.
+pub fn parse(args: &[String]) -> Result<Option<Options>, UsageError> {
     let mut kernel = None;
     let mut o = Options {
         kernel: PathBuf::new(),
@@ -144,6 +145,7 @@ pub fn parse(args: &[String]) -> Result<Options, UsageError> {
                 .ok_or_else(|| UsageError(format!("{flag} needs a value")))
         };
         match flag {
+            "--help" | "-h" => return Ok(None),
             "--kernel" => kernel = Some(PathBuf::from(value()?)),
             "--initrd" => o.initrd = Some(value()?.into()),
             "--cmdline" => o.cmdline = value()?.into(),
@@ -194,9 +196,15 @@ pub fn parse(args: &[String]) -> Result<Options, UsageError> {
             "--allow-unshare" => o.allow_unshare = true,
             "--timeout" => {
                 let v = value()?;
-                let s: u64 = v.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
-                    UsageError(format!("--timeout: '{v}' is not a number of seconds"))
-                })?;
+                let s: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=MAX_TIMEOUT).contains(s))
+                    .ok_or_else(|| {
+                        UsageError(format!(
+                            "--timeout: '{v}' is not a number of seconds from 1 to {MAX_TIMEOUT}"
+                        ))
+                    })?;
                 o.timeout = Some(Duration::from_secs(s));
             }
             "--stats" => o.stats = Some(value()?.into()),
@@ -221,7 +229,7 @@ pub fn parse(args: &[String]) -> Result<Options, UsageError> {
             "--policy needs MTE: a guest without MTE makes no tag accesses".into(),
         ));
     }
-    Ok(o)
+    Ok(Some(o))
 }
 
 impl Options {
@@ -237,6 +245,17 @@ mod tests {
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    fn parse(a: &[String]) -> Result<Options, UsageError> {
+        super::parse(a).map(|o| o.expect("not --help"))
+    }
+
+    #[test]
+    fn help_only_as_an_option() {
+        assert_eq!(super::parse(&args("--kernel /k --help")), Ok(None));
+        let o = parse(&args("--kernel /k --cmdline -h")).unwrap();
+        assert_eq!(o.cmdline, "-h");
     }
 
     #[test]
@@ -290,6 +309,10 @@ mod tests {
             ("--kernel /k --policy exit", "--policy: 'exit'"),
             ("--kernel /k --mte maybe", "--mte: 'maybe'"),
             ("--kernel /k --timeout 0", "--timeout: '0'"),
+            (
+                "--kernel /k --timeout 18446744073709551615",
+                "--timeout: '18446",
+            ),
             ("--kernel /k --devmem-size 1M", "--devmem-size: "),
             ("--kernel /k --mte off --policy kill", "--policy needs MTE"),
             ("--kernel /k --frobnicate", "unknown option '--frobnicate'"),

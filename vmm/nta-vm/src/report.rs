@@ -36,10 +36,15 @@ pub fn finish(o: &Options, r: &Report) -> u8 {
     let c = &d.counters;
     let init = d.init_ms();
     let (what, code, end) = match &r.end {
-        End::PowerOff(0) => ("guest powered off with status 0".to_string(), 0, "poweroff"),
-        End::PowerOff(s) => (
+        End::PowerOff(Some(0)) => ("guest powered off with status 0".to_string(), 0, "poweroff"),
+        End::PowerOff(Some(s)) => (
             format!("guest powered off with status {s} (failure)"),
             1,
+            "poweroff",
+        ),
+        End::PowerOff(None) => (
+            "guest powered off without writing a status (counted as 0)".into(),
+            0,
             "poweroff",
         ),
         End::Reset => (
@@ -47,7 +52,7 @@ pub fn finish(o: &Options, r: &Report) -> u8 {
             4,
             "reset",
         ),
-        End::Crash => ("guest crashed (PSCI crash event)".into(), 4, "crash"),
+        End::Crash => ("guest crashed (crash event)".into(), 4, "crash"),
         End::Fatal(e) => (format!("stopped the guest: {e}"), 3, "fatal"),
         End::Timeout => (
             "guest did not finish within --timeout".into(),

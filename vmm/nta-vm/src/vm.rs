@@ -57,11 +57,11 @@ fn host(what: impl std::fmt::Display) -> VmError {
 /// How the run ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum End {
-    /// PSCI SYSTEM_OFF, with the status the guest wrote (0 if none).
-    PowerOff(u32),
+    /// PSCI SYSTEM_OFF (or SYSTEM_OFF2), with the status the guest wrote, if it wrote one.
+    PowerOff(Option<u32>),
     /// PSCI SYSTEM_RESET (Linux's panic=-1 after a crash, or a reboot).
     Reset,
-    /// PSCI SYSTEM_OFF2 or a KVM crash event.
+    /// A crash event (KVM_SYSTEM_EVENT_CRASH; KVM/arm64 sends none today).
     Crash,
     /// The VMM stopped the guest.
     Fatal(String),
@@ -112,7 +112,11 @@ const REG_PC: u64 = core_reg(32 * 8);
 const REG_MPIDR: u64 = 0x6030_0000_0013_0000 | (3 << 14) | 5;
 /// Interrupts of the GIC: the 32 private ones and 64 SPIs.
 const GIC_NR_IRQS: u32 = 96;
-const PAGE: u64 = 4096;
+
+/// An error about the file of option `what`, `path`.
+fn bad_file(what: &str, path: &Path, e: impl std::fmt::Display) -> VmError {
+    VmError::BadFile(format!("{what} {}: {e}", path.display()))
+}
 
 fn open(path: &Path, write: bool, what: &str) -> Result<File, VmError> {
     OpenOptions::new()
@@ -161,9 +165,14 @@ struct Files {
 
 fn open_files(o: &Options) -> Result<Files, VmError> {
     let mut kernel = open(&o.kernel, false, "--kernel")?;
-    let kernel_len = kernel.metadata().map_err(host)?.len();
+    let kernel_len = kernel
+        .metadata()
+        .map_err(|e| bad_file("--kernel", &o.kernel, e))?
+        .len();
     let mut hdr = [0u8; image::HEADER_LEN];
-    let n = kernel.read(&mut hdr).map_err(host)?;
+    let n = kernel
+        .read(&mut hdr)
+        .map_err(|e| bad_file("--kernel", &o.kernel, e))?;
     let header = image::parse(&hdr[..n], kernel_len)
         .map_err(|e| VmError::BadFile(format!("--kernel {}: {e}", o.kernel.display())))?;
     let initrd = match &o.initrd {
@@ -176,7 +185,7 @@ fn open_files(o: &Options) -> Result<Files, VmError> {
     let pmem = match &o.pmem {
         Some(p) => {
             let f = open(p, true, "--pmem")?;
-            let len = f.metadata().map_err(host)?.len();
+            let len = f.metadata().map_err(|e| bad_file("--pmem", p, e))?.len();
             if len == 0 || len % (2 << 20) != 0 || len > PMEM_MAX {
                 return Err(VmError::BadFile(format!(
                     "--pmem {}: {len} bytes is not a multiple of 2 MiB up to {} GiB",
@@ -191,7 +200,8 @@ fn open_files(o: &Options) -> Result<Files, VmError> {
     let devmem = match &o.devmem {
         Some(p) => {
             let f = open(p, true, "--devmem")?;
-            if !f.metadata().map_err(host)?.file_type().is_char_device() {
+            let meta = f.metadata().map_err(|e| bad_file("--devmem", p, e))?;
+            if !meta.file_type().is_char_device() {
                 return Err(VmError::BadFile(format!(
                     "--devmem {}: not a character device",
                     p.display()
@@ -212,7 +222,7 @@ fn open_files(o: &Options) -> Result<Files, VmError> {
 }
 
 /// The guest's memory: RAM (its start the Image file in the map layout), pmem, device memory.
-fn guest_memory(o: &Options, f: &Files) -> Result<GuestMemoryMmap, VmError> {
+fn guest_memory(o: &Options, f: &Files, page: u64) -> Result<GuestMemoryMmap, VmError> {
     let mut regions = Vec::new();
     match o.layout {
         ImageLayout::Copy => regions.push(region(RAM_BASE, o.mem, None)?),
@@ -225,13 +235,8 @@ fn guest_memory(o: &Options, f: &Files) -> Result<GuestMemoryMmap, VmError> {
                     f.header.text_offset
                 )));
             }
-            let slot = f.kernel_len.div_ceil(PAGE) * PAGE;
-            if slot + FDT_MAX >= o.mem {
-                return Err(VmError::BadFile(format!(
-                    "--mem {} MiB is smaller than the kernel",
-                    o.mem >> 20
-                )));
-            }
+            // place() checked that the kernel, its BSS included, fits below the device tree.
+            let slot = f.kernel_len.div_ceil(page) * page;
             regions.push(region(
                 RAM_BASE,
                 slot,
@@ -402,16 +407,10 @@ fn create_gic(vm: &VmFd) -> Result<DeviceFd, VmError> {
 fn load(
     o: &Options,
     f: &mut Files,
+    p: &Placement,
     mem: &GuestMemoryMmap,
     mpidrs: Vec<u64>,
 ) -> Result<(u64, u64), VmError> {
-    let p = place(
-        o.mem,
-        f.header.text_offset,
-        f.header.image_size,
-        f.initrd.as_ref().map(|i| i.len() as u64),
-    )
-    .map_err(|e| VmError::BadFile(e.to_string()))?;
     if o.layout == ImageLayout::Copy {
         let r = PE::load(mem, Some(GuestAddress(RAM_BASE)), &mut f.kernel, None)
             .map_err(|e| VmError::BadFile(format!("--kernel {}: {e}", o.kernel.display())))?;
@@ -568,6 +567,14 @@ fn vcpu_loop(mut vcpu: VcpuFd, s: Arc<Shared>) {
 /// Boots the guest and runs it until it powers off, resets, fails or times out.
 pub fn run(o: &Options) -> Result<Report, VmError> {
     let mut files = open_files(o)?;
+    let placement = place(
+        o.mem,
+        files.header.text_offset,
+        files.header.image_size,
+        files.initrd.as_ref().map(|i| i.len() as u64),
+    )
+    .map_err(|e| VmError::BadFile(e.to_string()))?;
+    let page = nta_vmm::host_page_size().map_err(host)?;
     let kvm = Kvm::new().map_err(|e| host(format!("/dev/kvm: {e}")))?;
     let vm = Arc::new(
         kvm.create_vm()
@@ -585,7 +592,7 @@ pub fn run(o: &Options) -> Result<Report, VmError> {
         }
     }
     // Never unmapped: KVM and the vCPU threads use it until the process exits.
-    let mem: &'static GuestMemoryMmap = Box::leak(Box::new(guest_memory(o, &files)?));
+    let mem: &'static GuestMemoryMmap = Box::leak(Box::new(guest_memory(o, &files, page)?));
     register(&vm, mem)?;
     let memory = mem
         .iter()
@@ -594,7 +601,7 @@ pub fn run(o: &Options) -> Result<Report, VmError> {
 
     let (vcpus, mpidrs) = create_vcpus(&vm, o.cpus)?;
     let _gic = create_gic(&vm)?;
-    let (entry, fdt_addr) = load(o, &mut files, mem, mpidrs)?;
+    let (entry, fdt_addr) = load(o, &mut files, &placement, mem, mpidrs)?;
     vcpus[0]
         .set_one_reg(REG_PC, &entry.to_le_bytes())
         .map_err(|e| host(format!("setting PC: {e}")))?;
@@ -627,9 +634,10 @@ pub fn run(o: &Options) -> Result<Report, VmError> {
         // SAFETY: from here on, no thread of nta-vm but the vCPU threads inside KVM_RUN
         // touches guest memory: the loading above is over and left no reference into it,
         // the UART and the status register do no DMA, and the main thread only waits. The
-        // regions the resolver may swap are the image and RAM, private to this process; pmem
-        // and device memory only with --allow-unshare, whose contract is that the guest stops
-        // seeing other writers' updates there.
+        // resolver swaps only memory without tag storage: the image (a private mapping, so
+        // no one else writes it), and pmem and device memory only with --allow-unshare,
+        // whose documented condition (--help) is that no other process writes them while
+        // the guest runs.
         host: unsafe { HostQuiesced::new() },
         mem,
         events: tx,
@@ -651,7 +659,7 @@ pub fn run(o: &Options) -> Result<Report, VmError> {
             None => Duration::from_millis(200),
         };
         match rx.recv_timeout(wait) {
-            Ok(Event::Off) => break End::PowerOff(devices.status().unwrap_or(0)),
+            Ok(Event::Off) => break End::PowerOff(devices.status()),
             Ok(Event::Reset) => break End::Reset,
             Ok(Event::Crash) => break End::Crash,
             Ok(Event::Fatal(e)) => break End::Fatal(e),

@@ -84,8 +84,9 @@ impl Mm for Libc {
     }
 }
 
-/// Where a swap failed; the range is as it was (same data, same protection) unless
-/// `RestoreFailed`.
+/// Where a swap failed. The range keeps its data; its protection is given back on a best-effort
+/// basis (should that `mprotect` fail too, the range stays read-only and the next write to it
+/// fails), and after a failed `Remap` the kernel may have unmapped it.
 #[derive(Debug)]
 pub(crate) enum SwapError {
     /// Write-protecting the range failed.
