@@ -11,7 +11,7 @@ rc=0
 for p in mteperm nomteperm n2; do
 	echo
 	say "=== profile $p: $(sed -n 's/^DESC="\(.*\)"/\1/p' "$TOP/harness/profiles/$p") ==="
-	NTA_SHOW=1 NTA_KUNIT=0 NTA_BOOT_TIMEOUT=600 "$TOP/harness/boot.sh" "$p" "$TOP/harness/demo.list" || rc=1
+	NTA_SHOW=1 NTA_KUNIT=0 NTA_BOOT_TIMEOUT=1200 "$TOP/harness/boot.sh" "$p" "$TOP/harness/demo.list" || rc=1
 done
 echo
 if [ "$rc" = 0 ]; then
