@@ -566,6 +566,8 @@ fn vcpu_loop(mut vcpu: VcpuFd, s: Arc<Shared>) {
 
 /// Boots the guest and runs it until it powers off, resets, fails or times out.
 pub fn run(o: &Options) -> Result<Report, VmError> {
+    // The run's clock starts before anything is read: the copy layout's copy counts.
+    let start = Instant::now();
     let mut files = open_files(o)?;
     let placement = place(
         o.mem,
@@ -609,7 +611,6 @@ pub fn run(o: &Options) -> Result<Report, VmError> {
         .set_one_reg(REG_X0, &fdt_addr.to_le_bytes())
         .map_err(|e| host(format!("setting X0: {e}")))?;
 
-    let start = Instant::now();
     let devices = Arc::new(Devices::new(Irq(vm.clone()), start));
 
     let resolver = match (o.mte && o.untagged_memory(), o.policy) {
