@@ -42,6 +42,7 @@ expect_error() {
 }
 expect_error "base.sh --bogus" "unknown option '--bogus'" "$TOP/harness/base.sh" --bogus
 expect_error "bench.sh --bogus" "takes no arguments" "$TOP/harness/bench.sh" --bogus
+expect_error "NTA_BENCH_LIST=nosuch.list bench.sh" "no such list" env NTA_BENCH_LIST=nosuch.list "$TOP/harness/bench.sh" --check-dir
 expect_error "make bench NTA_BENCH_DIR=/proc/..." "cannot create that directory" \
 	env NTA_BENCH_DIR=/proc/nta-bench-results make -s -C "$TOP" bench-dir
 # ... and any directory that can be written is fine, wherever it is.
