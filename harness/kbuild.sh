@@ -3,46 +3,53 @@
 # scratch tree on top of base, ending at HEAD: the series is bisectable when
 # this passes. A commit whose tree and config already built is skipped.
 #
-# HEAD always gets a full build. An earlier commit gets the directories its
-# patch touches compiled (plus arch/arm64/{kernel,kvm,mm} for a header under
-# include/), since a full rebuild per header-touching patch does not fit
-# CI's time; NTA_BISECT=full builds Image + modules at every commit, and
-# NTA_BISECT=none builds HEAD only (make demo).
-#
-# The test platform's quirks (harness/quirks/, not for upstream) sit on top of
-# the series: the series' last patch then gets a full build of its own, so
-# the series is shown to build without them, and HEAD (what QEMU boots) is
-# series + quirks. The KVM series' last patch (below the Rust series,
-# series-rust/) gets a full build too: the KVM series builds on its own.
+# HEAD, the kernel QEMU boots, is built with config/kernel.config into
+# $OUT/kernel. Every earlier commit is built with config/kernel-walk.config
+# (what the series touches, no debugging options, no filesystems) into
+# $OUT/kernel-walk: a commit gets the directories its patch touches compiled
+# (plus arch/arm64/{kernel,kvm,mm} for a header under include/), and the
+# KVM series' last patch and the Rust series' last patch get a full build,
+# so each series is shown to build on its own, without the test platform's
+# quirks (harness/quirks/, not for upstream) that sit on top of them.
+# NTA_BISECT=full builds Image + modules at every commit, NTA_BISECT=none
+# builds HEAD only (make demo).
 STAGE=kernel
 # shellcheck source=harness/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 FRAG=$TOP/config/kernel.config
-CFG_KEY=$(hash_of "$FRAG")
+WALK_FRAG=$TOP/config/kernel-walk.config
+WOUT=$OUT/kernel-walk
 OKDIR=$OUT/built-ok
-mkdir -p "$OKDIR" "$KOUT"
-KMAKE=(make -C "$KTREE" O="$KOUT" ARCH=arm64 LLVM=1 -j"$(nproc)")
+mkdir -p "$OKDIR" "$KOUT" "$WOUT"
 
-# Configure the checked-out tree: allnoconfig + the fragment. Done before
-# every build, since building an older commit drops the symbols that later
-# patches add (Kconfig regenerates its outputs only when they change).
-# With "verify", every option of the fragment must have survived.
+# kmake OUTDIR ARGS...: make in the scratch tree with OUTDIR as its output.
+kmake() {
+	local o=$1
+	shift
+	inroot make -C "$KTREE" O="$o" ARCH=arm64 LLVM=1 -j"$(nproc)" "$@"
+}
+
+# configure OUTDIR FRAGMENT [verify]: configure the checked-out tree:
+# allnoconfig + the fragment. Done before every build, since building an
+# older commit drops the symbols that later patches add (Kconfig
+# regenerates its outputs only when they change). With "verify", every
+# option of the fragment must have survived.
 configure() {
-	run_logged kconfig inroot "${KMAKE[@]}" KCONFIG_ALLCONFIG="$FRAG" allnoconfig
-	[ "${1:-}" = verify ] || return 0
-	local want sym missing=()
+	local o=$1 frag=$2 want sym missing=()
+	run_logged kconfig kmake "$o" KCONFIG_ALLCONFIG="$frag" allnoconfig
+	[ "${3:-}" = verify ] || return 0
 	while read -r want; do
-		grep -qxF "$want" "$KOUT/.config" && continue
+		grep -qxF "$want" "$o/.config" && continue
 		# An option of a later patch (the Rust series' sample, say) does
 		# not exist yet at the KVM series' last patch.
 		sym=${want%%=*}
 		git -C "$KTREE" grep -qE "^(menu)?config ${sym#CONFIG_}\$" -- '*Kconfig*' ||
 			continue
 		missing+=("$want")
-	done < <(grep -E '^CONFIG_[A-Z0-9_]+=' "$FRAG")
+	done < <(grep -E '^CONFIG_[A-Z0-9_]+=' "$frag")
 	if [ "${#missing[@]}" -gt 0 ]; then
-		die "config/kernel.config options dropped by Kconfig (unmet dependencies):" \
+		die "${frag#"$TOP"/} options dropped by Kconfig (unmet dependencies):" \
 			"${missing[*]}"
 	fi
 }
@@ -69,37 +76,37 @@ touched_dirs() {
 }
 
 build_one() {
-	local c=$1 what=$2 key targets=(Image modules) sha
-	key=$(git -C "$KTREE" rev-parse "$c^{tree}")-$CFG_KEY
+	local c=$1 what=$2 key targets=(Image modules) sha o=$WOUT frag=$WALK_FRAG
+	sha=$(git -C "$KTREE" rev-parse "$c")
+	if [ "$sha" = "$(git -C "$KTREE" rev-parse main)" ]; then
+		o=$KOUT
+		frag=$FRAG
+	elif [ "$sha" != "$series_top" ] && [ "$sha" != "$kvm_top" ] &&
+		[ "${NTA_BISECT:-dirs}" != full ]; then
+		mapfile -t targets < <(touched_dirs "$c")
+		[ "${#targets[@]}" -gt 0 ] || targets=(prepare)
+	fi
+	key=$(git -C "$KTREE" rev-parse "$c^{tree}")-$(hash_of "$frag")
+	[ "${targets[*]}" = "Image modules" ] || key=$key-dirs
 	if [ -e "$OKDIR/$key" ]; then
 		verdict pass "$what: builds (cached)"
 		return 0
 	fi
-	sha=$(git -C "$KTREE" rev-parse "$c")
-	if [ "$sha" != "$(git -C "$KTREE" rev-parse main)" ] && [ "$sha" != "$series_top" ] &&
-		[ "$sha" != "$kvm_top" ] &&
-		[ "${NTA_BISECT:-dirs}" != full ]; then
-		mapfile -t targets < <(touched_dirs "$c")
-		[ "${#targets[@]}" -gt 0 ] || targets=(prepare)
-		key=$key-dirs
-		if [ -e "$OKDIR/$key" ]; then
-			verdict pass "$what: builds (cached)"
-			return 0
-		fi
-	fi
 	git -C "$KTREE" checkout -q --detach "$c"
-	if [ "${targets[*]}" = "Image modules" ]; then configure verify; else configure; fi
-	say "building $what: ${targets[*]}"
-	if ! run_logged kernel-build inroot "${KMAKE[@]}" "${targets[@]}"; then
+	if [ "${targets[*]}" = "Image modules" ]; then
+		configure "$o" "$frag" verify
+	else
+		configure "$o" "$frag"
+	fi
+	say "building $what (${frag#"$TOP"/}): ${targets[*]}"
+	if ! run_logged kernel-build kmake "$o" "${targets[@]}"; then
 		git -C "$KTREE" checkout -q main
 		verdict fail "$what: does not build, see $LOGS/kernel-build.log"
 		die "the tree does not build at $what"
 	fi
 	verdict pass "$what: builds"
 	touch "$OKDIR/$key"
-	if [ "${targets[*]}" = "Image modules" ]; then
-		git -C "$KTREE" rev-parse "$c" >"$KOUT/.nta-head"
-	fi
+	[ "$o" != "$KOUT" ] || echo "$sha" >"$KOUT/.nta-head"
 }
 
 series_top=$(series_top)
@@ -124,10 +131,10 @@ else
 	done
 fi
 git -C "$KTREE" checkout -q main
-# When HEAD itself was stamped, the output may hold an older commit's build.
+# $OUT/kernel may hold an older HEAD's build (make reset-tree), cached above.
 if [ "$(cat "$KOUT/.nta-head" 2>/dev/null)" != "$(git -C "$KTREE" rev-parse main)" ]; then
-	configure verify
-	run_logged kernel-build inroot "${KMAKE[@]}" Image modules
+	configure "$KOUT" "$FRAG" verify
+	run_logged kernel-build kmake "$KOUT" Image modules
 	git -C "$KTREE" rev-parse main >"$KOUT/.nta-head"
 fi
 say "kernel ready: $KOUT/arch/arm64/boot/Image ($(git -C "$KTREE" log -1 --format=%s main))"
