@@ -25,7 +25,7 @@ SERIES=$TOP/series
 RSERIES=$TOP/series-rust
 QUIRKS=$TOP/harness/quirks
 # The series' posting versions: their subjects read "[PATCH vN nn/mm]".
-SERIES_VERSION=2
+SERIES_VERSION=3
 RSERIES_VERSION=1
 STAMP=$CACHE/linux.series-stamp
 DL=$CACHE/dl

@@ -10,11 +10,11 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{
-    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
-    kvm_userspace_memory_region, kvm_vcpu_init, KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2,
-    KVM_DEV_ARM_VGIC_CTRL_INIT, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CTRL,
-    KVM_DEV_ARM_VGIC_GRP_NR_IRQS, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
-    KVM_SYSTEM_EVENT_SHUTDOWN, KVM_VGIC_V3_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_REDIST,
+    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, kvm_vcpu_init,
+    KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2, KVM_DEV_ARM_VGIC_CTRL_INIT,
+    KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
+    KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+    KVM_VGIC_V3_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_REDIST,
 };
 use kvm_ioctls::{DeviceFd, Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_loader::loader::{pe::PE, KernelLoader};
@@ -271,20 +271,13 @@ fn describe(r: &GuestRegionMmap) -> String {
     }
 }
 
-/// Registers every region as the memslot of its area.
-fn register(vm: &VmFd, mem: &'static GuestMemoryMmap) -> Result<(), VmError> {
+/// Registers every region as the memslot of its area, marking those that cannot hold tags
+/// `KVM_MEM_ARM_NOTAGACCESS` (the image, pmem and device memory mapped from their files).
+/// `mte_perm`: `KVM_CAP_ARM_MTE_PERM` is enabled.
+fn register(vm: &VmFd, mem: &'static GuestMemoryMmap, mte_perm: bool) -> Result<(), VmError> {
     for r in mem.iter() {
         let area = area_of(r);
-        let slot = kvm_userspace_memory_region {
-            slot: area.slot(),
-            flags: 0,
-            guest_phys_addr: r.start_addr().0,
-            memory_size: r.len(),
-            userspace_addr: r.as_ptr() as u64,
-        };
-        // SAFETY: the region is a mapping of this process that is never unmapped: `mem` is
-        // leaked (`'static`), and only nta-vmm's swap replaces its pages, in place.
-        unsafe { vm.set_user_memory_region(slot) }.map_err(|e| {
+        let refused = |e: String| {
             host(format!(
                 "KVM refused memslot {} ({} at {:#x}, {} MiB, {}): {e}",
                 area.slot(),
@@ -293,7 +286,13 @@ fn register(vm: &VmFd, mem: &'static GuestMemoryMmap) -> Result<(), VmError> {
                 r.len() >> 20,
                 describe(r)
             ))
-        })?;
+        };
+        let region =
+            nta_vmm::Region::of_mmap(area.slot(), r).map_err(|e| refused(e.to_string()))?;
+        // SAFETY: the region is a mapping of this process that is never unmapped: `mem` is
+        // leaked (`'static`), and only nta-vmm's swap replaces its pages, in place.
+        unsafe { ntakvm::set_memslot(vm, &region, mte_perm, 0) }
+            .map_err(|e| refused(e.to_string()))?;
     }
     Ok(())
 }
@@ -595,7 +594,7 @@ pub fn run(o: &Options) -> Result<Report, VmError> {
     }
     // Never unmapped: KVM and the vCPU threads use it until the process exits.
     let mem: &'static GuestMemoryMmap = Box::leak(Box::new(guest_memory(o, &files, page)?));
-    register(&vm, mem)?;
+    register(&vm, mem, o.mte && o.untagged_memory())?;
     let memory = mem
         .iter()
         .map(|r| (area_of(r), r.len(), describe(r)))

@@ -34,6 +34,11 @@ pub enum KvmOp {
     GetVcpuEvents,
     /// `KVM_SET_VCPU_EVENTS`.
     SetVcpuEvents,
+    /// `KVM_SET_USER_MEMORY_REGION2` of this memslot.
+    SetUserMemoryRegion2 {
+        /// The memslot.
+        slot: u32,
+    },
 }
 
 /// The system call that failed.
@@ -188,12 +193,15 @@ impl fmt::Display for Feature {
 
 impl fmt::Display for KvmOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KvmOp::EnableMte => "KVM_ENABLE_CAP(KVM_CAP_ARM_MTE)",
-            KvmOp::EnableMtePerm => "KVM_ENABLE_CAP(KVM_CAP_ARM_MTE_PERM)",
-            KvmOp::GetVcpuEvents => "KVM_GET_VCPU_EVENTS",
-            KvmOp::SetVcpuEvents => "KVM_SET_VCPU_EVENTS",
-        })
+        match self {
+            KvmOp::EnableMte => f.write_str("KVM_ENABLE_CAP(KVM_CAP_ARM_MTE)"),
+            KvmOp::EnableMtePerm => f.write_str("KVM_ENABLE_CAP(KVM_CAP_ARM_MTE_PERM)"),
+            KvmOp::GetVcpuEvents => f.write_str("KVM_GET_VCPU_EVENTS"),
+            KvmOp::SetVcpuEvents => f.write_str("KVM_SET_VCPU_EVENTS"),
+            KvmOp::SetUserMemoryRegion2 { slot } => {
+                write!(f, "KVM_SET_USER_MEMORY_REGION2(slot {slot})")
+            }
+        }
     }
 }
 

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Tag-access faults as KVM reports them.
 
-use crate::uapi::KVM_MEMORY_EXIT_FLAG_TAG_ACCESS;
+use crate::uapi::KVM_MEMORY_EXIT_FLAG_ARM_TAG_ACCESS;
 use crate::{Error, Result};
 
 /// A guest's tag access to memory that KVM maps `NoTagAccess`, as reported by a
-/// `KVM_EXIT_MEMORY_FAULT` with `KVM_MEMORY_EXIT_FLAG_TAG_ACCESS`. The access did not happen;
+/// `KVM_EXIT_MEMORY_FAULT` with `KVM_MEMORY_EXIT_FLAG_ARM_TAG_ACCESS`. The access did not happen;
 /// re-entering the vCPU retries it.
 ///
 /// Only [`TagAccessFault::new`] and [`TagAccessFault::from_exit`] make one, and both check
@@ -30,7 +30,7 @@ impl TagAccessFault {
     /// `kvm_run.memory_fault`). `Ok(None)` for memory faults of other kinds (private memory,
     /// say), which the caller handles as before; an error for a malformed tag access.
     pub fn from_exit(flags: u64, gpa: u64, size: u64) -> Result<Option<Self>> {
-        if flags & KVM_MEMORY_EXIT_FLAG_TAG_ACCESS == 0 {
+        if flags & KVM_MEMORY_EXIT_FLAG_ARM_TAG_ACCESS == 0 {
             return Ok(None);
         }
         Self::new(gpa, size).map(Some)
@@ -54,7 +54,7 @@ mod tests {
 
     #[test]
     fn tag_access_is_recognised() {
-        let f = TagAccessFault::from_exit(KVM_MEMORY_EXIT_FLAG_TAG_ACCESS, 0x8000_1000, 0x1000);
+        let f = TagAccessFault::from_exit(KVM_MEMORY_EXIT_FLAG_ARM_TAG_ACCESS, 0x8000_1000, 0x1000);
         let f = f.unwrap().unwrap();
         assert_eq!((f.gpa(), f.size()), (0x8000_1000, 0x1000));
     }
@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn malformed_pages_are_errors() {
-        let flags = KVM_MEMORY_EXIT_FLAG_TAG_ACCESS;
+        let flags = KVM_MEMORY_EXIT_FLAG_ARM_TAG_ACCESS;
         for (gpa, size) in [
             (0x8000_1008, 0x1000),
             (0x8000_1000, 0x1800),

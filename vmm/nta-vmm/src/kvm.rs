@@ -2,14 +2,15 @@
 //! The KVM-specific part, on kvm-ioctls: enabling the capabilities, decoding the exit,
 //! injecting an abort. Everything else in this crate is hypervisor-neutral.
 
-use kvm_bindings::kvm_enable_cap;
+use kvm_bindings::{kvm_enable_cap, kvm_userspace_memory_region2};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
 use crate::error::{Feature, KvmOp};
 use crate::uapi::{
     KVM_ARM_MTE_PERM_EXIT, KVM_ARM_MTE_PERM_SEA, KVM_CAP_ARM_MTE, KVM_CAP_ARM_MTE_PERM,
+    KVM_MEM_ARM_NOTAGACCESS,
 };
-use crate::{Error, Result, TagAccessFault, Vcpu};
+use crate::{Backing, Error, Region, Result, TagAccessFault, Vcpu};
 
 /// What KVM itself does on a tag access (the argument of `KVM_ENABLE_CAP`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +70,45 @@ pub fn enable_mte_perm(vm: &VmFd, policy: KernelPolicy) -> Result<()> {
     enable_cap(vm, KVM_CAP_ARM_MTE_PERM, policy.bit(), KvmOp::EnableMtePerm)
 }
 
+/// The memslot flags memory of `backing` needs in a VM on which `mte_perm` says whether
+/// [`enable_mte_perm`] succeeded: with it, `KVM_MEM_ARM_NOTAGACCESS` where the memory cannot
+/// hold tags and none where it can; without it, none (KVM refuses the flag). Leaving the flag off
+/// tag-capable memory (the guest's RAM) keeps KVM's check that it really is: a VMM bug that
+/// backs RAM with a file is then refused instead of mapped `NoTagAccess`.
+pub fn memslot_flags(backing: &Backing, mte_perm: bool) -> u32 {
+    if mte_perm && !backing.tag_capable() {
+        KVM_MEM_ARM_NOTAGACCESS
+    } else {
+        0
+    }
+}
+
+/// Registers `region` as its memslot with `KVM_SET_USER_MEMORY_REGION2`, with the flags of
+/// [`memslot_flags`] plus `extra` (`KVM_MEM_LOG_DIRTY_PAGES`, say). In an MTE VM, memory that
+/// cannot hold tags is refused (`EINVAL`) unless `mte_perm` ([`enable_mte_perm`] succeeded).
+///
+/// # Safety
+///
+/// `[region.host_addr, region.host_addr + region.size)` is mapped in this process and stays
+/// mapped, or is replaced in place by memory with the same contents (a [`crate::Resolver`]
+/// swap), until the memslot is deleted or the VM is closed: KVM and the guest read and write
+/// it at any time from then on.
+pub unsafe fn set_memslot(vm: &VmFd, region: &Region, mte_perm: bool, extra: u32) -> Result<()> {
+    let r = kvm_userspace_memory_region2 {
+        slot: region.slot,
+        flags: memslot_flags(&region.backing, mte_perm) | extra,
+        guest_phys_addr: region.gpa,
+        memory_size: region.size,
+        userspace_addr: region.host_addr,
+        ..Default::default()
+    };
+    // SAFETY: the caller keeps the range mapped for as long as the memslot exists (above).
+    unsafe { vm.set_user_memory_region2(r) }.map_err(|source| Error::Kvm {
+        op: KvmOp::SetUserMemoryRegion2 { slot: region.slot },
+        source,
+    })
+}
+
 /// The tag-access fault of a `VcpuFd::run()` exit, if it is one.
 pub fn tag_fault(exit: &VcpuExit<'_>) -> Result<Option<TagAccessFault>> {
     match *exit {
@@ -112,5 +152,25 @@ impl Vcpu for VcpuFd {
     #[cfg(not(target_arch = "aarch64"))]
     fn inject_data_abort(&self) -> Result<()> {
         Err(Error::Unsupported(Feature::AbortInjection))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn only_memory_without_tags_is_flagged_and_only_with_the_capability() {
+        let file = Backing::SharedFile(PathBuf::from("/img"));
+        assert_eq!(memslot_flags(&file, true), KVM_MEM_ARM_NOTAGACCESS);
+        assert_eq!(
+            memslot_flags(&Backing::Device(PathBuf::new()), true),
+            KVM_MEM_ARM_NOTAGACCESS
+        );
+        assert_eq!(memslot_flags(&Backing::Anonymous, true), 0);
+        assert_eq!(memslot_flags(&Backing::Shmem, true), 0);
+        assert_eq!(memslot_flags(&file, false), 0);
     }
 }

@@ -12,7 +12,12 @@ pub const KVM_CAP_ARM_MTE_PERM: u32 = 252;
 pub const KVM_ARM_MTE_PERM_EXIT: u64 = 1 << 0;
 /// Policy: a tag access raises a synchronous external abort in the guest.
 pub const KVM_ARM_MTE_PERM_SEA: u64 = 1 << 1;
-/// `kvm_run.memory_fault.flags`: the fault is a tag access to `NoTagAccess` memory.
-pub const KVM_MEMORY_EXIT_FLAG_TAG_ACCESS: u64 = 1 << 4;
+/// `kvm_run.memory_fault.flags`: the fault is a tag access to `NoTagAccess` memory (bit 8:
+/// bits 4 and 5 are taken by posted series, see `series/`'s cover letter).
+pub const KVM_MEMORY_EXIT_FLAG_ARM_TAG_ACCESS: u64 = 1 << 8;
+/// `KVM_SET_USER_MEMORY_REGION2` flag: the memslot's memory may lack tag storage and may be
+/// mapped `NoTagAccess`; accepted once `KVM_CAP_ARM_MTE_PERM` is enabled, fixed for the slot's
+/// life. Memslots without it must be tag-capable, as without the capability.
+pub const KVM_MEM_ARM_NOTAGACCESS: u32 = 1 << 7;
 /// `kvm_run.memory_fault.flags`: the fault is on private memory (not ours, but known).
 pub const KVM_MEMORY_EXIT_FLAG_PRIVATE: u64 = 1 << 3;

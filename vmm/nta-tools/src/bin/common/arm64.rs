@@ -2,7 +2,7 @@
 //! What nta-demo and nta-bench share: host mappings, memslots, the guest's stage-1 table and
 //! its vCPU (arm64 only).
 
-use kvm_bindings::{kvm_userspace_memory_region, kvm_vcpu_init};
+use kvm_bindings::kvm_vcpu_init;
 use kvm_ioctls::{VcpuFd, VmFd};
 use nta_vmm::{Backing, Region, TagMemory};
 
@@ -64,22 +64,36 @@ impl Drop for Mapping {
     }
 }
 
-/// Registers `m` as memslot `slot` at `gpa`.
-pub fn set_slot(vm: &VmFd, slot: u32, gpa: u64, m: &Mapping) -> Result<(), String> {
-    let region = kvm_userspace_memory_region {
+/// The region `m` is as memslot `slot` at `gpa`, backed by `backing`.
+fn region_of(slot: u32, gpa: u64, m: &Mapping, backing: Backing) -> Region {
+    Region {
         slot,
-        flags: 0,
-        guest_phys_addr: gpa,
-        memory_size: m.len as u64,
-        userspace_addr: m.addr as u64,
-    };
+        gpa,
+        size: m.len as u64,
+        host_addr: m.addr as u64,
+        backing,
+        prot: m.prot,
+    }
+}
+
+/// Registers `m`, backed by `backing`, as memslot `slot` at `gpa`, with
+/// `KVM_MEM_ARM_NOTAGACCESS` if it lacks tags and `mte_perm` (`KVM_CAP_ARM_MTE_PERM` is enabled).
+pub fn set_slot(
+    vm: &VmFd,
+    slot: u32,
+    gpa: u64,
+    m: &Mapping,
+    backing: Backing,
+    mte_perm: bool,
+) -> Result<(), String> {
     // SAFETY: the caller keeps the mapping alive as long as the VM.
-    unsafe { vm.set_user_memory_region(region) }
-        .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION(slot {slot}): {e}"))
+    unsafe { nta_vmm::kvm::set_memslot(vm, &region_of(slot, gpa, m, backing), mte_perm, 0) }
+        .map_err(|e| e.to_string())
 }
 
 /// Registers `ram` (tag-capable) as memslot 0 at `RAM_BASE` and `image`, backed by `backing`,
-/// as memslot 1 at `IMAGE_BASE`; returns the map of both, for resolving faults.
+/// as memslot 1 at `IMAGE_BASE` (see [`set_slot`] for `mte_perm`); returns the map of both, for
+/// resolving faults.
 ///
 /// The caller keeps both mappings alive, and touches the image only as `HostQuiesced` allows,
 /// as long as it resolves faults with the map.
@@ -88,25 +102,18 @@ pub fn two_slots(
     ram: &Mapping,
     image: &Mapping,
     backing: Backing,
+    mte_perm: bool,
 ) -> Result<TagMemory, String> {
     let mut mem = TagMemory::for_host().map_err(|e| e.to_string())?;
     for (slot, gpa, m, b) in [
         (0, RAM_BASE, ram, Backing::Anonymous),
         (1, IMAGE_BASE, image, backing),
     ] {
-        set_slot(vm, slot, gpa, m)?;
-        let r = Region {
-            slot,
-            gpa,
-            size: m.len as u64,
-            host_addr: m.addr as u64,
-            backing: b,
-            prot: m.prot,
-        };
+        set_slot(vm, slot, gpa, m, b.clone(), mte_perm)?;
         // SAFETY: `m` is this process's mapping with protection `m.prot` holding memslot
         // `slot`, which the caller keeps alive while it resolves faults (see above) and which
         // nothing else relies on staying the same memory.
-        unsafe { mem.add(r) }.map_err(|e| e.to_string())?;
+        unsafe { mem.add(region_of(slot, gpa, m, b)) }.map_err(|e| e.to_string())?;
     }
     Ok(mem)
 }

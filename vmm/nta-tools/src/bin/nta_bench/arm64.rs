@@ -117,7 +117,7 @@ impl Guest {
         let attr = if mte == Mte::Off { 2 } else { 1 };
         let blocks = [block(0, 0), block(RAM_BASE, attr), block(IMAGE_BASE, attr)];
         let vcpu = setup_vcpu(&vm, prog, &mut ram, &blocks)?;
-        let mem = two_slots(&vm, &ram, region, backing)?;
+        let mem = two_slots(&vm, &ram, region, backing, matches!(mte, Mte::Perm(_)))?;
         // The benchmark's files are its own: it swaps them for private memory knowingly.
         let resolver = Resolver::builder(Policy::MakeTaggable)
             .chunk(chunk)

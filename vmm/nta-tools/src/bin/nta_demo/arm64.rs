@@ -245,14 +245,14 @@ fn mmio_event(r: &mut Report, addr: u64, data: &[u8]) {
 }
 
 /// Shows what Linux does without FEAT_MTE_PERM: an MTE guest cannot have the image.
-fn show_refusal(kvm: &Kvm, image: &Mapping) -> Result<bool, String> {
+fn show_refusal(kvm: &Kvm, image: &Mapping, backing: &Backing) -> Result<bool, String> {
     let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
     match enable_mte_perm(&vm, KernelPolicy::Exit) {
         Err(e @ nta_vmm::Error::Unsupported(_)) => say(&format!("enabling it fails: {e}")),
         other => return Err(format!("expected no KVM_CAP_ARM_MTE_PERM, got {other:?}")),
     }
     enable_mte(&vm).map_err(|e| e.to_string())?;
-    match set_slot(&vm, 1, IMAGE_BASE, image) {
+    match set_slot(&vm, 1, IMAGE_BASE, image, backing.clone(), false) {
         Err(e) if e.contains("Invalid argument") || e.contains("22") => {
             say(&format!("an MTE guest cannot be given the image: {e}"));
             Ok(true)
@@ -273,7 +273,7 @@ fn run(o: &Options) -> Result<bool, String> {
 
     if kvm.check_extension_raw(KVM_CAP_ARM_MTE_PERM.into()) <= 0 {
         say("this host does not offer KVM_CAP_ARM_MTE_PERM (no FEAT_MTE_PERM, or arm64.nomteperm)");
-        let refused = show_refusal(&kvm, &image)?;
+        let refused = show_refusal(&kvm, &image, &backing)?;
         say(if refused {
             "VERDICT: REFUSED, as Linux without this series does: copy the image or turn MTE off"
         } else {
@@ -303,7 +303,7 @@ fn run(o: &Options) -> Result<bool, String> {
     // [0, 1G) Device (attr 0), [1G, 2G) and [2G, 3G) Tagged Normal (attr 1).
     let blocks = [block(0, 0), block(RAM_BASE, 1), block(IMAGE_BASE, 1)];
     let vcpu = setup_vcpu(&vm, &guest, &mut ram, &blocks)?;
-    let mem = two_slots(&vm, &ram, &image, backing.clone())?;
+    let mem = two_slots(&vm, &ram, &image, backing.clone(), true)?;
 
     // One page at a time, as the demo shows one tag access. Swapping a shared file or device
     // page cuts the guest off from it: the demo opts in, and checks the file is unchanged.

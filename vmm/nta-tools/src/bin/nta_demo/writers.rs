@@ -181,7 +181,7 @@ fn run(o: &Options) -> Result<bool, String> {
         vcpus.push(add_vcpu(&vm, id)?);
     }
     let backing = Backing::PrivateFile(o.image.clone().into());
-    let mem = two_slots(&vm, &ram, &image, backing)?;
+    let mem = two_slots(&vm, &ram, &image, backing, true)?;
     let resolver = Resolver::builder(Policy::MakeTaggable)
         .chunk(o.chunk)
         .build(mem)
