@@ -85,10 +85,21 @@ pub fn set_slot(
     m: &Mapping,
     backing: Backing,
     mte_perm: bool,
-) -> Result<(), String> {
+) -> nta_vmm::Result<()> {
     // SAFETY: the caller keeps the mapping alive as long as the VM.
     unsafe { nta_vmm::kvm::set_memslot(vm, &region_of(slot, gpa, m, backing), mte_perm, 0) }
-        .map_err(|e| e.to_string())
+}
+
+/// `e` with the errors under it, as one line: "KVM_SET_USER_MEMORY_REGION2(slot 1) failed:
+/// Invalid argument (os error 22)".
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s = format!("{s}: {c}");
+        cause = c.source();
+    }
+    s
 }
 
 /// Registers `ram` (tag-capable) as memslot 0 at `RAM_BASE` and `image`, backed by `backing`,
@@ -109,7 +120,7 @@ pub fn two_slots(
         (0, RAM_BASE, ram, Backing::Anonymous),
         (1, IMAGE_BASE, image, backing),
     ] {
-        set_slot(vm, slot, gpa, m, b.clone(), mte_perm)?;
+        set_slot(vm, slot, gpa, m, b.clone(), mte_perm).map_err(|e| describe(&e))?;
         // SAFETY: `m` is this process's mapping with protection `m.prot` holding memslot
         // `slot`, which the caller keeps alive while it resolves faults (see above) and which
         // nothing else relies on staying the same memory.

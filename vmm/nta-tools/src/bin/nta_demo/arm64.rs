@@ -12,7 +12,7 @@ use nta_vmm::uapi::KVM_CAP_ARM_MTE_PERM;
 use nta_vmm::{Backing, HostQuiesced, Policy, Resolution, Resolver};
 
 use crate::common::{
-    block, le, set_slot, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE,
+    block, describe, le, set_slot, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE,
 };
 
 const RAM_SIZE: usize = 2 << 20;
@@ -253,11 +253,14 @@ fn show_refusal(kvm: &Kvm, image: &Mapping, backing: &Backing) -> Result<bool, S
     }
     enable_mte(&vm).map_err(|e| e.to_string())?;
     match set_slot(&vm, 1, IMAGE_BASE, image, backing.clone(), false) {
-        Err(e) if e.contains("Invalid argument") || e.contains("22") => {
-            say(&format!("an MTE guest cannot be given the image: {e}"));
+        Err(ref e @ nta_vmm::Error::Kvm { ref source, .. }) if source.errno() == libc::EINVAL => {
+            say(&format!(
+                "an MTE guest cannot be given the image: {}",
+                describe(e)
+            ));
             Ok(true)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(describe(&e)),
         Ok(()) => Err("KVM accepted the image for an MTE guest without the capability".into()),
     }
 }
