@@ -26,7 +26,7 @@ PFILE=$TOP/harness/profiles/$PROFILE
 [ -f "$LIST" ] || die "no such test list: $LIST"
 STAGE=boot:$PROFILE
 
-DESC="" QEMU_CPU="" CMDLINE="" KUNIT=0 ALLOW_SKIP="" TAG_ACCESS_QUIRK=0 FWB=""
+DESC="" QEMU_CPU="" CMDLINE="" KUNIT=0 ALLOW_SKIP="" TAG_ACCESS_QUIRK=0 FWB="" KASAN=0
 # shellcheck source=harness/profiles/mteperm
 . "$PFILE"
 KUNIT=${NTA_KUNIT:-$KUNIT}
@@ -46,17 +46,24 @@ TMO=${NTA_BOOT_TIMEOUT:-1800}
 
 append="console=ttyAMA0 panic=-1 loglevel=4 log_buf_len=8M"
 append+=" nta.profile=$PROFILE nta.list=$listname kunit.enable=$KUNIT"
-append+=" hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=16 $CMDLINE"
+# KASAN (hardware tags) only where the profile turns it on: it comes last.
+append+=" hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=16 kasan=off $CMDLINE"
 say "booting ($DESC), timeout ${TMO}s, console in $LOG"
 start=$SECONDS
 # shellcheck disable=SC2054 # the commas are QEMU's
-qemu=(qemu-system-aarch64 -M virt,virtualization=on,mte=on,gic-version=3
+qemu=(qemu-system-aarch64 -M virt,virtualization=on,mte=on,gic-version=3,iommu=smmuv3
 	-cpu "$QEMU_CPU" -smp "${NTA_SMP:-2}" -m 3G -nographic -no-reboot
 	-kernel "$IMAGE" -initrd "$INITRD" -append "$append"
 	# Device memory without tag storage: ivshmem-plain's BAR 2 is 2 MiB of
 	# host RAM outside the machine's (tagged) RAM, for the Rust sample
 	# driver rust_driver_ivshmem (/dev/ivshmem-mem).
-	-object memory-backend-ram,id=devmem,size=2M -device ivshmem-plain,memdev=devmem)
+	-object memory-backend-ram,id=devmem,size=2M
+	-device ivshmem-plain,memdev=devmem,addr=02.0
+	# A second one, 0000:00:04.0, for vfio-pci (harness/guest/bind-vfio)
+	# behind the SMMUv3 above: a passed-through device's BAR, which
+	# KVM maps non-cacheable.
+	-object memory-backend-ram,id=vfiomem,size=2M
+	-device ivshmem-plain,memdev=vfiomem,addr=04.0)
 # shellcheck disable=SC2206 # options are split on spaces
 qemu+=(${NTA_QEMU_EXTRA:-})
 rc=0
@@ -100,6 +107,16 @@ if [ -n "$FWB" ]; then
 		verdict pass "$PROFILE: FEAT_S2FWB $([ "$FWB" = 1 ] && echo used || echo hidden), as the profile says"
 	else
 		verdict fail "$PROFILE: FEAT_S2FWB $([ "$found" = 1 ] && echo used || echo "not used"), the profile says FWB=$FWB"
+	fi
+fi
+# A profile with KASAN=1 is only worth its boot if KASAN ran.
+if [ "$KASAN" = 1 ]; then
+	AREA=profile
+	if grep -aq "KernelAddressSanitizer initialized (hw-tags" "$LOG"; then
+		verdict pass "$PROFILE: KASAN on, hardware tags, as the profile says"
+	else
+		verdict fail "$PROFILE: KASAN not initialized in hw-tags mode (the log has: $(
+		)$(grep -a -m1 -o 'KernelAddressSanitizer.*' "$LOG" || echo nothing))"
 	fi
 fi
 if ! inroot python3 "$TOP/harness/results.py" "${args[@]}"; then
