@@ -10,7 +10,8 @@
 # (plus arch/arm64/{kernel,kvm,mm} for a header under include/), and the
 # KVM series' last patch and the Rust series' last patch get a full build,
 # so each series is shown to build on its own, without the test platform's
-# quirks (harness/quirks/, not for upstream) that sit on top of them.
+# quirks (harness/quirks/, not for upstream) that sit on top of them; of
+# the quirks only HEAD, the tree QEMU boots, is built.
 # NTA_BISECT=full builds Image + modules at every commit, NTA_BISECT=none
 # builds HEAD only (make demo).
 STAGE=kernel
@@ -30,15 +31,32 @@ kmake() {
 	inroot make -C "$KTREE" O="$o" ARCH=arm64 LLVM=1 -j"$(nproc)" "$@"
 }
 
+# kconfig_key: what the configuration of the checked-out tree depends on:
+# its Kconfig files and scripts/kconfig (the build root and the fragment are
+# keyed by the caller).
+kconfig_key() {
+	git -C "$KTREE" ls-tree -r HEAD |
+		awk '$4 ~ /(^|\/)Kconfig/ || $4 ~ /^scripts\/kconfig\//' | sha256sum | cut -c1-16
+}
+
 # configure OUTDIR FRAGMENT [verify]: configure the checked-out tree:
-# allnoconfig + the fragment. Done before every build, since building an
-# older commit drops the symbols that later patches add (Kconfig
-# regenerates its outputs only when they change). With "verify", every
-# option of the fragment must have survived.
+# allnoconfig + the fragment. Done before every build whose Kconfig inputs
+# differ from the last one in OUTDIR, since building an older commit drops
+# the symbols that later patches add (Kconfig regenerates its outputs only
+# when they change). With "verify", every option of the fragment must have
+# survived.
 configure() {
-	local o=$1 frag=$2 want sym missing=()
+	local o=$1 frag=$2 want sym missing=() key last
+	key=$(kconfig_key)-$(hash_of "$frag")-$ROOT_KEY
+	last=$(cat "$o/.nta-kconfig" 2>/dev/null || true)
+	# A verified configuration serves both kinds of call.
+	if [ -f "$o/.config" ] && { [ "$last" = "$key verified" ] ||
+		{ [ "${3:-}" != verify ] && [ "$last" = "$key" ]; }; }; then
+		return 0
+	fi
+	rm -f "$o/.nta-kconfig"
 	run_logged kconfig kmake "$o" KCONFIG_ALLCONFIG="$frag" allnoconfig
-	[ "${3:-}" = verify ] || return 0
+	[ "${3:-}" = verify ] || { echo "$key" >"$o/.nta-kconfig"; return 0; }
 	while read -r want; do
 		grep -qxF "$want" "$o/.config" && continue
 		# An option of a later patch (the Rust series' sample, say) does
@@ -52,6 +70,7 @@ configure() {
 		die "${frag#"$TOP"/} options dropped by Kconfig (unmet dependencies):" \
 			"${missing[*]}"
 	fi
+	echo "$key verified" >"$o/.nta-kconfig"
 }
 
 verdict() { [ -z "${NTA_RESULTS:-}" ] || echo "$1 build/$2" >>"$NTA_RESULTS"; }
@@ -124,11 +143,10 @@ else
 		i=$((i + 1))
 		build_one "$c" "patch $i/$n: $(git -C "$KTREE" log -1 --format=%s "$c")"
 	done
-	i=0
-	for c in "${quirks[@]}"; do
-		i=$((i + 1))
-		build_one "$c" "quirk $i/${#quirks[@]}: $(git -C "$KTREE" log -1 --format=%s "$c")"
-	done
+	# The quirks are not for upstream: only the tree QEMU boots, all of them
+	# on top, has to build.
+	[ "${#quirks[@]}" -eq 0 ] ||
+		build_one main "HEAD: the series + ${#quirks[@]} quirk(s) (harness/quirks/)"
 fi
 git -C "$KTREE" checkout -q main
 # $OUT/kernel may hold an older HEAD's build (make reset-tree), cached above.

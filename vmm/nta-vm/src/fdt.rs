@@ -54,6 +54,11 @@ pub fn build(m: &Machine) -> Result<Vec<u8>, Error> {
     }
     fdt.end_node(chosen)?;
 
+    // The name Linux gives the console (ttyS0) follows the alias.
+    let aliases = fdt.begin_node("aliases")?;
+    fdt.property_string("serial0", &format!("/uart@{UART:x}"))?;
+    fdt.end_node(aliases)?;
+
     memory(&mut fdt, RAM_BASE, m.ram)?;
     if let Some(size) = m.devmem {
         memory(&mut fdt, DEVMEM_BASE, size)?;
@@ -155,6 +160,7 @@ mod tests {
             b"console=ttyS0",
             b"memory@40000000",
             b"linux,initrd-start",
+            b"serial0",
         ] {
             assert!(contains(&b, s), "{}", String::from_utf8_lossy(s));
         }

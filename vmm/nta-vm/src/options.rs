@@ -116,6 +116,8 @@ pub fn size(flag: &str, v: &str) -> Result<u64, UsageError> {
 
 /// The longest `--timeout`: a day.
 const MAX_TIMEOUT: u64 = 24 * 3600;
+/// The arm64 kernel's COMMAND_LINE_SIZE, its terminating NUL included.
+const COMMAND_LINE_SIZE: usize = 2048;
 
 /// Parses the arguments (without the program name); `None` for `--help`.
 pub fn parse(args: &[String]) -> Result<Option<Options>, UsageError> {
@@ -148,7 +150,20 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, UsageError> {
             "--help" | "-h" => return Ok(None),
             "--kernel" => kernel = Some(PathBuf::from(value()?)),
             "--initrd" => o.initrd = Some(value()?.into()),
-            "--cmdline" => o.cmdline = value()?.into(),
+            "--cmdline" => {
+                let v = value()?;
+                if v.contains('\0') {
+                    return Err(UsageError("--cmdline: contains a NUL byte".into()));
+                }
+                if v.len() >= COMMAND_LINE_SIZE {
+                    return Err(UsageError(format!(
+                        "--cmdline: {} bytes; the arm64 kernel takes at most {}",
+                        v.len(),
+                        COMMAND_LINE_SIZE - 1
+                    )));
+                }
+                o.cmdline = v.into();
+            }
             "--mem" => o.mem = size(flag, value()?)?,
             "--cpus" => {
                 let v = value()?;
@@ -283,6 +298,25 @@ mod tests {
         assert_eq!(o.timeout, Some(Duration::from_secs(30)));
         assert_eq!(o.cmdline, "quiet");
         assert!(o.allow_unshare && o.untagged_memory());
+    }
+
+    #[test]
+    fn command_lines_the_kernel_can_take() {
+        let long = "x".repeat(COMMAND_LINE_SIZE - 1);
+        let o = parse(&[
+            "--kernel".into(),
+            "/k".into(),
+            "--cmdline".into(),
+            long.clone(),
+        ]);
+        assert_eq!(o.unwrap().cmdline, long);
+        for (bad, says) in [
+            ("a\0b".to_string(), "NUL"),
+            ("x".repeat(COMMAND_LINE_SIZE), "at most 2047"),
+        ] {
+            let e = parse(&["--kernel".into(), "/k".into(), "--cmdline".into(), bad]).unwrap_err();
+            assert!(e.0.contains(says), "{}", e.0);
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::mem::offset_of;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
@@ -10,11 +11,14 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{
-    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, kvm_vcpu_init,
-    KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2, KVM_DEV_ARM_VGIC_CTRL_INIT,
+    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, kvm_regs,
+    kvm_vcpu_init, KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2, KVM_DEV_ARM_VGIC_CTRL_INIT,
     KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
-    KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
-    KVM_VGIC_V3_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_REDIST,
+    KVM_REG_ARM64, KVM_REG_ARM64_SYSREG, KVM_REG_ARM64_SYSREG_CRM_SHIFT,
+    KVM_REG_ARM64_SYSREG_CRN_SHIFT, KVM_REG_ARM64_SYSREG_OP0_SHIFT, KVM_REG_ARM64_SYSREG_OP1_SHIFT,
+    KVM_REG_ARM64_SYSREG_OP2_SHIFT, KVM_REG_ARM_CORE, KVM_REG_SIZE_U64, KVM_SYSTEM_EVENT_CRASH,
+    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN, KVM_VGIC_V3_ADDR_TYPE_DIST,
+    KVM_VGIC_V3_ADDR_TYPE_REDIST,
 };
 use kvm_ioctls::{DeviceFd, Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_loader::loader::{pe::PE, KernelLoader};
@@ -22,7 +26,7 @@ use nta_vmm::kvm::{self as ntakvm, KernelPolicy};
 use nta_vmm::{
     Error as NtaError, Feature, HostQuiesced, Resolution, Resolver, TagAccessFault, TagMemory,
 };
-use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::mmap::{MmapRegionBuilder, MmapRegionError};
 use vm_memory::{
     Bytes, FileOffset, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion,
     GuestRegionMmap,
@@ -102,14 +106,27 @@ pub fn smaps() -> Option<Smaps> {
     })
 }
 
-/// `KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offset in kvm_regs / 4)`.
-const fn core_reg(offset: u64) -> u64 {
-    0x6030_0000_0010_0000 | (offset / 4)
+/// The id of the 64-bit core register at byte `offset` of `struct kvm_regs` (api.rst 4.68).
+const fn core_reg(offset: usize) -> u64 {
+    KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE as u64 | (offset / 4) as u64
 }
-const REG_X0: u64 = core_reg(0);
-const REG_PC: u64 = core_reg(32 * 8);
-/// `KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM64_SYSREG | MPIDR_EL1 (3, 0, 0, 0, 5)`.
-const REG_MPIDR: u64 = 0x6030_0000_0013_0000 | (3 << 14) | 5;
+const REG_X0: u64 = core_reg(offset_of!(kvm_regs, regs.regs));
+const REG_PC: u64 = core_reg(offset_of!(kvm_regs, regs.pc));
+/// The id of the 64-bit system register (op0, op1, CRn, CRm, op2).
+const fn sys_reg(op0: u64, op1: u64, crn: u64, crm: u64, op2: u64) -> u64 {
+    KVM_REG_ARM64
+        | KVM_REG_SIZE_U64
+        | KVM_REG_ARM64_SYSREG as u64
+        | (op0 << KVM_REG_ARM64_SYSREG_OP0_SHIFT)
+        | (op1 << KVM_REG_ARM64_SYSREG_OP1_SHIFT)
+        | (crn << KVM_REG_ARM64_SYSREG_CRN_SHIFT)
+        | (crm << KVM_REG_ARM64_SYSREG_CRM_SHIFT)
+        | (op2 << KVM_REG_ARM64_SYSREG_OP2_SHIFT)
+}
+const REG_MPIDR: u64 = sys_reg(3, 0, 0, 0, 5);
+// The ids api.rst gives for these registers.
+const _: () = assert!(REG_X0 == 0x6030_0000_0010_0000 && REG_PC == 0x6030_0000_0010_0040);
+const _: () = assert!(REG_MPIDR == 0x6030_0000_0013_c005);
 /// Interrupts of the GIC: the 32 private ones and 64 SPIs.
 const GIC_NR_IRQS: u32 = 96;
 
@@ -126,6 +143,28 @@ fn open(path: &Path, write: bool, what: &str) -> Result<File, VmError> {
         .map_err(|e| VmError::BadFile(format!("{what} {}: {e}", path.display())))
 }
 
+/// `e`, if it is about a file, said to be about option `what`'s `path`.
+fn about(e: VmError, what: &str, path: &Path) -> VmError {
+    match e {
+        VmError::BadFile(s) => bad_file(what, path, s),
+        e => e,
+    }
+}
+
+/// Why mapping `size` bytes at `gpa` failed: the host's fault when it is out of memory
+/// or the region is anonymous, the file's otherwise (one that cannot be mapped, or is
+/// shorter than the mapping).
+fn mmap_error(e: MmapRegionError, gpa: u64, size: u64, file: bool) -> VmError {
+    let out_of_memory = matches!(&e, MmapRegionError::Mmap(io)
+        if io.raw_os_error() == Some(libc::ENOMEM));
+    let msg = format!("mmap of {size:#x} bytes for {gpa:#x}: {e}");
+    if file && !out_of_memory {
+        VmError::BadFile(msg)
+    } else {
+        host(msg)
+    }
+}
+
 /// A guest memory region of `size` bytes at `gpa`: anonymous, or `file` mapped with `flags`.
 fn region(gpa: u64, size: u64, file: Option<(&File, i32)>) -> Result<GuestRegionMmap, VmError> {
     let rw = libc::PROT_READ | libc::PROT_WRITE;
@@ -140,7 +179,7 @@ fn region(gpa: u64, size: u64, file: Option<(&File, i32)>) -> Result<GuestRegion
     };
     let m = b
         .build()
-        .map_err(|e| host(format!("mmap of {size:#x} bytes for {gpa:#x}: {e}")))?;
+        .map_err(|e| mmap_error(e, gpa, size, file.is_some()))?;
     GuestRegionMmap::new(m, GuestAddress(gpa))
         .ok_or_else(|| host(format!("region at {gpa:#x} wraps")))
 }
@@ -169,17 +208,31 @@ fn open_files(o: &Options) -> Result<Files, VmError> {
         .metadata()
         .map_err(|e| bad_file("--kernel", &o.kernel, e))?
         .len();
-    let mut hdr = [0u8; image::HEADER_LEN];
-    let n = kernel
-        .read(&mut hdr)
+    // All of the header, unless the file is shorter (which parse() refuses).
+    let mut hdr = Vec::with_capacity(image::HEADER_LEN);
+    (&mut kernel)
+        .take(image::HEADER_LEN as u64)
+        .read_to_end(&mut hdr)
         .map_err(|e| bad_file("--kernel", &o.kernel, e))?;
-    let header = image::parse(&hdr[..n], kernel_len)
+    let header = image::parse(&hdr, kernel_len)
         .map_err(|e| VmError::BadFile(format!("--kernel {}: {e}", o.kernel.display())))?;
     let initrd = match &o.initrd {
-        Some(p) => Some(
-            std::fs::read(p)
-                .map_err(|e| VmError::BadFile(format!("--initrd {}: {e}", p.display())))?,
-        ),
+        Some(p) => {
+            // At most what RAM could hold, whatever the file claims (a pipe, say).
+            let mut data = Vec::new();
+            open(p, false, "--initrd")?
+                .take(o.mem)
+                .read_to_end(&mut data)
+                .map_err(|e| bad_file("--initrd", p, e))?;
+            if data.len() as u64 >= o.mem {
+                return Err(bad_file(
+                    "--initrd",
+                    p,
+                    format!("larger than --mem ({} MiB)", o.mem >> 20),
+                ));
+            }
+            Some(data)
+        }
         None => None,
     };
     let pmem = match &o.pmem {
@@ -237,16 +290,19 @@ fn guest_memory(o: &Options, f: &Files, page: u64) -> Result<GuestMemoryMmap, Vm
             }
             // place() checked that the kernel, its BSS included, fits below the device tree.
             let slot = f.kernel_len.div_ceil(page) * page;
-            regions.push(region(
-                RAM_BASE,
-                slot,
-                Some((&f.kernel, libc::MAP_PRIVATE)),
-            )?);
+            regions.push(
+                region(RAM_BASE, slot, Some((&f.kernel, libc::MAP_PRIVATE)))
+                    .map_err(|e| about(e, "--kernel", &o.kernel))?,
+            );
             regions.push(region(RAM_BASE + slot, o.mem - slot, None)?);
         }
     }
     if let Some((file, len)) = &f.pmem {
-        regions.push(region(PMEM_BASE, *len, Some((file, libc::MAP_SHARED)))?);
+        let p = o.pmem.as_deref().unwrap_or(Path::new("?"));
+        regions.push(
+            region(PMEM_BASE, *len, Some((file, libc::MAP_SHARED)))
+                .map_err(|e| about(e, "--pmem", p))?,
+        );
     }
     if let Some(file) = &f.devmem {
         let p = o.devmem.as_deref().unwrap_or(Path::new("?"));
@@ -539,7 +595,29 @@ fn resolve(vcpu: &VcpuFd, f: &TagAccessFault, s: &Shared) -> Result<(), String> 
     }
 }
 
-fn vcpu_loop(mut vcpu: VcpuFd, s: Arc<Shared>) {
+/// Tells the main thread when a vCPU thread panics, so that the run ends (with a fatal
+/// error) instead of waiting for `--timeout`, or for ever without one.
+struct PanicReport<'a> {
+    id: usize,
+    events: &'a mpsc::Sender<Event>,
+}
+
+impl Drop for PanicReport<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.events.send(Event::Fatal(format!(
+                "the thread of vCPU {} panicked",
+                self.id
+            )));
+        }
+    }
+}
+
+fn vcpu_loop(id: usize, mut vcpu: VcpuFd, s: Arc<Shared>) {
+    let _report = PanicReport {
+        id,
+        events: &s.events,
+    };
     let ev = loop {
         let epoch = s.resolver.as_ref().map_or(0, Resolver::epoch);
         ntakvm::clear_exit_reason(&mut vcpu);
@@ -646,7 +724,7 @@ pub fn run(o: &Options) -> Result<Report, VmError> {
         let s = shared.clone();
         std::thread::Builder::new()
             .name(format!("vcpu{id}"))
-            .spawn(move || vcpu_loop(vcpu, s))
+            .spawn(move || vcpu_loop(id, vcpu, s))
             .map_err(|e| host(format!("vCPU thread: {e}")))?;
     }
     let mut smaps_at_init = None;
