@@ -30,8 +30,9 @@ stage initramfs "$H/initramfs.sh" || exit 1
 # The per-patch walk needs only the tree, the boots only what was built
 # above: they run side by side (a boot keeps about one core busy, the
 # walk's make the rest), each with a results file of its own, appended to
-# the run's in this order once both are done. Nothing else uses the tree
-# meanwhile; the walk leaves it on main.
+# the run's in this order once both are done. Of the tree the boots read
+# only tools/testing/kunit (results.py), which no patch changes; the walk
+# leaves the tree on main.
 walk_lane() {
 	NTA_RESULTS=$OUT/results-walk.txt
 	: >"$NTA_RESULTS"
