@@ -63,7 +63,11 @@ qemu=(qemu-system-aarch64 -M virt,virtualization=on,mte=on,gic-version=3,iommu=s
 	# behind the SMMUv3 above: a passed-through device's BAR, which
 	# KVM maps non-cacheable.
 	-object memory-backend-ram,id=vfiomem,size=2M
-	-device ivshmem-plain,memdev=vfiomem,addr=04.0)
+	-device ivshmem-plain,memdev=vfiomem,addr=04.0
+	# A device whose BAR 2 is an I/O port BAR (modern-pio-notify), which
+	# the Rust sample driver must refuse (harness/guest/ivshmem-mem-probes);
+	# the kernel has no virtio driver, so nothing else binds it.
+	-device virtio-rng-pci,modern-pio-notify=on,addr=05.0)
 # shellcheck disable=SC2206 # options are split on spaces
 qemu+=(${NTA_QEMU_EXTRA:-})
 rc=0

@@ -6,7 +6,8 @@
  *  - bad mmap() requests fail with EINVAL: MAP_PRIVATE, PROT_EXEC,
  *    PROT_MTE, an offset at or past the end of the window, a length past it;
  *  - it is device memory, not an allocator: two mappings of one offset,
- *    from two open files, see the same bytes;
+ *    from two open files, see the same bytes, also when the second file
+ *    was opened read-only (its MAP_SHARED mapping lacks VM_SHARED);
  *  - several threads open, map (at their own offsets), write, check through
  *    a second mapping, unmap and close in parallel, while the main thread
  *    unbinds and rebinds the PCI driver: a mapping made before an unbind
@@ -84,8 +85,13 @@ static void expect_refused(int fd, size_t len, int prot, int flags, off_t off, i
 
 static void check_requests(void)
 {
-	int fd = open_dev(), fd2 = open_dev();
+	int fd = open_dev(), fd2 = open(DEV, O_RDONLY);
 	volatile uint64_t *a, *b;
+
+	if (fd2 < 0) {
+		perror(DEV " (read-only)");
+		exit(1);
+	}
 
 	expect_refused(fd, page_size, PROT_READ, MAP_PRIVATE, 0, EINVAL, "MAP_PRIVATE");
 	expect_refused(fd, page_size, PROT_READ | PROT_EXEC, MAP_SHARED, 0, EINVAL, "PROT_EXEC");
@@ -97,7 +103,7 @@ static void check_requests(void)
 	expect_refused(fd, window + page_size, PROT_READ, MAP_SHARED, 0, EINVAL,
 		       "window + 1 page");
 
-	/* The whole window, twice from two files: the same memory */
+	/* The whole window, and its last page from a read-only file: the same memory */
 	a = mmap(NULL, window, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	b = mmap(NULL, page_size, PROT_READ, MAP_SHARED, fd2, window - page_size);
 	if (a == MAP_FAILED || b == MAP_FAILED) {
@@ -108,7 +114,9 @@ static void check_requests(void)
 	if (b[3] != 0x6976736873686d65ULL)
 		fail("two mappings of the last page disagree", 0);
 	else
-		printf("ok: two mappings of one offset see the same memory\n");
+		printf("ok: two mappings of one offset see the same memory (one read-only)\n");
+	expect_refused(fd2, page_size, PROT_READ | PROT_WRITE, MAP_SHARED, 0, EACCES,
+		       "PROT_WRITE on a read-only file");
 	munmap((void *)a, window);
 	munmap((void *)b, page_size);
 	close(fd);
