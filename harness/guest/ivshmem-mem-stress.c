@@ -117,6 +117,12 @@ static void check_requests(void)
 		printf("ok: two mappings of one offset see the same memory (one read-only)\n");
 	expect_refused(fd2, page_size, PROT_READ | PROT_WRITE, MAP_SHARED, 0, EACCES,
 		       "PROT_WRITE on a read-only file");
+	if (!mprotect((void *)b, page_size, PROT_READ | PROT_WRITE))
+		fail("mprotect(PROT_WRITE) of the read-only file's mapping: accepted", 0);
+	else if (errno != EACCES)
+		fail("mprotect(PROT_WRITE) of the read-only file's mapping", errno);
+	else
+		printf("ok: mprotect(PROT_WRITE) of the read-only file's mapping refused\n");
 	munmap((void *)a, window);
 	munmap((void *)b, page_size);
 	close(fd);
