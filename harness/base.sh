@@ -26,7 +26,7 @@ RSERIES=$TOP/series-rust
 QUIRKS=$TOP/harness/quirks
 # The series' posting versions: their subjects read "[PATCH vN nn/mm]".
 SERIES_VERSION=3
-RSERIES_VERSION=1
+RSERIES_VERSION=2
 STAMP=$CACHE/linux.series-stamp
 DL=$CACHE/dl
 mkdir -p "$DL"

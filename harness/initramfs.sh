@@ -14,7 +14,9 @@ mkdir -p "$EXTRA"
 
 inputs=("$TOP/harness/guest/init" "$TOP"/harness/*.list "$KST" "$EXTRA"
 	"$KOUT/arch/arm64/boot/Image" "$ROOT/.complete")
-if [ -s "$IMG" ] && [ -z "$(find "${inputs[@]}" -newer "$IMG" -print -quit)" ]; then
+# A rebuilt module does not always relink the Image: look at the modules too.
+if [ -s "$IMG" ] && [ -z "$(find "${inputs[@]}" -newer "$IMG" -print -quit)" ] &&
+	[ -z "$(find "$KOUT" -name '*.ko' -newer "$IMG" -print -quit)" ]; then
 	say "initramfs up to date"
 	exit 0
 fi
