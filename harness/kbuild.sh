@@ -49,8 +49,11 @@ configure() {
 	local o=$1 frag=$2 want sym missing=() key last
 	key=$(kconfig_key)-$(hash_of "$frag")-$ROOT_KEY
 	last=$(cat "$o/.nta-kconfig" 2>/dev/null || true)
-	# A verified configuration serves both kinds of call.
-	if [ -f "$o/.config" ] && { [ "$last" = "$key verified" ] ||
+	# A verified configuration serves both kinds of call, unless something
+	# rewrote .config since (a build of an older commit in the same
+	# directory drops the symbols later patches add).
+	if [ -f "$o/.config" ] && [ ! "$o/.config" -nt "$o/.nta-kconfig" ] &&
+		{ [ "$last" = "$key verified" ] ||
 		{ [ "${3:-}" != verify ] && [ "$last" = "$key" ]; }; }; then
 		return 0
 	fi
@@ -149,7 +152,9 @@ else
 		build_one main "HEAD: the series + ${#quirks[@]} quirk(s) (harness/quirks/)"
 fi
 git -C "$KTREE" checkout -q main
-# $OUT/kernel may hold an older HEAD's build (make reset-tree), cached above.
+# $OUT/kernel may hold an older HEAD's build (make reset-tree), cached above,
+# or a .config that a build of another commit there rewrote.
+[ "$KOUT/.config" -nt "$KOUT/.nta-kconfig" ] && rm -f "$KOUT/.nta-head"
 if [ "$(cat "$KOUT/.nta-head" 2>/dev/null)" != "$(git -C "$KTREE" rev-parse main)" ]; then
 	configure "$KOUT" "$FRAG" verify
 	run_logged kernel-build kmake "$KOUT" Image modules
