@@ -35,6 +35,28 @@ if [ "${1:-}" = --host ]; then
 		verdict fail "clippy (host): see $LOGS/vmm-clippy.log"
 		grep -A8 -E '^(warning|error)' "$LOGS/vmm-clippy.log" | head -n 30 >&2
 	fi
+	# The hypervisor-neutral part alone (no kvm-ioctls, no vm-memory), as crosvm would use it.
+	if cargo_root sh -c 'cargo clippy --locked -p nta-vmm --no-default-features --all-targets \
+		-- -D warnings && cargo clippy --locked -p nta-vmm --no-default-features \
+		--features unstable-uapi --all-targets -- -D warnings' >"$LOGS/vmm-neutral.log" 2>&1; then
+		verdict pass "nta-vmm without its kvm and vm-memory features: builds, clippy clean"
+	else
+		verdict fail "nta-vmm without its kvm and vm-memory features: see $LOGS/vmm-neutral.log"
+		grep -A8 -E '^(warning|error)' "$LOGS/vmm-neutral.log" | head -n 30 >&2
+	fi
+	# The oldest and newest vm-memory nta-vmm claims (its Cargo.toml), with the build root's
+	# Rust, through vmm/version-check (a VMM's use of it, with its own lock file).
+	for v in 0.16.0 0.18.0; do
+		# shellcheck disable=SC2016 # expanded by the inner shell
+		if cargo_root sh -c 'cd version-check && cargo generate-lockfile -q &&
+			cargo update -q -p vm-memory --precise "$1" && cargo build -q' sh "$v" \
+			>"$LOGS/vmm-vm-memory-$v.log" 2>&1; then
+			verdict pass "nta-vmm builds against vm-memory $v"
+		else
+			verdict fail "nta-vmm against vm-memory $v: see $LOGS/vmm-vm-memory-$v.log"
+			grep -A8 -E '^(warning|error)' "$LOGS/vmm-vm-memory-$v.log" | head -n 30 >&2
+		fi
+	done
 	if cargo_root cargo fmt --all --check >"$LOGS/vmm-fmt.log" 2>&1; then
 		verdict pass "rustfmt: clean"
 	else
@@ -65,6 +87,16 @@ for b in nta-demo nta-bench nta-vm; do
 	bin=$OUT/vmm-target/aarch64-unknown-linux-gnu/release/$b
 	cmp -s "$bin" "$DST/$b" || cp "$bin" "$DST/$b"
 done
+
+# nta-vmm's unit tests, for the guest (its MTE branch never runs on an x86 build machine).
+say "nta-vmm unit tests (aarch64, static)"
+# shellcheck disable=SC2016 # expanded by the inner shell
+run_logged vmm-unit-build inroot sh -c 'cd "$1/vmm" && CARGO_HOME="$2/cargo" cargo test --release \
+	--locked --no-run -p nta-vmm --features unstable-uapi --target aarch64-unknown-linux-gnu \
+	--target-dir "$3/vmm-target"' sh "$TOP" "$CACHE" "$OUT"
+unit=$(sed -n 's|.*Executable unittests src/lib.rs (\(.*\))$|\1|p' "$LOGS/vmm-unit-build.log" | tail -n 1)
+[ -n "$unit" ] || die "no nta-vmm unit test binary in $LOGS/vmm-unit-build.log"
+cmp -s "$unit" "$DST/nta-vmm-tests" || cp "$unit" "$DST/nta-vmm-tests"
 
 # The host's clippy (vmm.sh --host) does not see the arm64-only code.
 if [ -n "${NTA_RESULTS:-}" ]; then

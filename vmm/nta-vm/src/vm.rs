@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::mem::offset_of;
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,9 +23,10 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{DeviceFd, Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_loader::loader::{pe::PE, KernelLoader};
-use nta_vmm::kvm::{self as ntakvm, KernelPolicy};
+use nta_vmm::kvm::{self as ntakvm, Event as RunEvent, KernelPolicy};
 use nta_vmm::{
-    Error as NtaError, Feature, HostQuiesced, Resolution, Resolver, TagAccessFault, TagMemory,
+    Error as NtaError, Feature, HostUsers, PauseError, Resolution, Resolver, SwapWindow, Swapped,
+    TagMemory,
 };
 use vm_memory::mmap::{MmapRegionBuilder, MmapRegionError};
 use vm_memory::{
@@ -506,18 +508,9 @@ enum Event {
     Fatal(String),
 }
 
-/// What a vCPU does after an exit, once the exit's borrow of the vCPU is over.
-enum Step {
-    Run,
-    Fault(TagAccessFault),
-    Efault(u64),
-    Stop(Event),
-}
-
 struct Shared {
     devices: Arc<Devices>,
     resolver: Option<Resolver>,
-    host: HostQuiesced,
     mem: &'static GuestMemoryMmap,
     events: mpsc::Sender<Event>,
 }
@@ -528,71 +521,96 @@ impl Shared {
     }
 }
 
-fn exit_step(r: Result<VcpuExit<'_>, kvm_ioctls::Error>, s: &Shared, epoch: u64) -> Step {
-    match r {
-        Ok(VcpuExit::MmioRead(addr, data)) => {
-            s.devices.read(addr, data);
-            Step::Run
-        }
-        Ok(VcpuExit::MmioWrite(addr, data)) => {
-            s.devices.write(addr, data);
-            Step::Run
-        }
-        Ok(VcpuExit::SystemEvent(t, _)) => match t {
-            KVM_SYSTEM_EVENT_SHUTDOWN => Step::Stop(Event::Off),
-            KVM_SYSTEM_EVENT_RESET => Step::Stop(Event::Reset),
-            KVM_SYSTEM_EVENT_CRASH => Step::Stop(Event::Crash),
-            t => Step::Stop(Event::Fatal(format!("unexpected system event {t}"))),
-        },
-        Ok(e @ VcpuExit::MemoryFault { .. }) => match ntakvm::tag_fault(&e) {
-            Ok(Some(f)) => Step::Fault(f),
-            Ok(None) => Step::Stop(Event::Fatal(format!(
-                "memory fault exit that is not a tag access: {e:?}"
-            ))),
-            Err(e) => Step::Stop(Event::Fatal(e.to_string())),
-        },
-        Ok(e) => Step::Stop(Event::Fatal(format!("unexpected exit {e:?}"))),
-        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Step::Run,
-        Err(e) if ntakvm::is_efault(&e) => Step::Efault(epoch),
-        Err(e) => Step::Stop(Event::Fatal(format!("KVM_RUN: {e}"))),
+/// nta-vm's host users of guest memory: none once the guest runs.
+struct NoHostUsers;
+
+// SAFETY: once the vCPU threads run, no thread of nta-vm but them touches guest memory: the
+// loading is over and left no reference into it, the UART and the status register are MMIO
+// exits that do no DMA, and the main thread only waits. There is no pinner: no VFIO, vhost or
+// O_DIRECT. The resolver swaps only memory without tag storage: the image (a private mapping,
+// so no one else writes it), and pmem and device memory only with --allow-unshare, whose
+// documented condition (--help) is that no other process writes them while the guest runs.
+// So there is nothing to pause, for any window.
+unsafe impl HostUsers for NoHostUsers {
+    fn pause(&self, _: &SwapWindow) -> Result<(), PauseError> {
+        Ok(())
     }
+
+    fn resume(&self, _: &SwapWindow, _: Option<&Swapped>) {}
 }
 
-fn resolve(vcpu: &VcpuFd, f: &TagAccessFault, s: &Shared) -> Result<(), String> {
+/// Handles one event of the vCPU loop: `Break` ends the run with that event.
+fn on_event(s: &Shared, ev: RunEvent<'_>) -> ControlFlow<Event> {
     let c: &Counters = &s.devices.counters;
-    let area = s.area(f.gpa());
-    if let Some(a) = area {
-        Counters::add(&c.tag_exits, a, 1);
-    }
-    let Some(r) = &s.resolver else {
-        return Err(format!(
-            "tag-access exit at {:#x} although KVM's policy is sea",
-            f.gpa()
-        ));
-    };
-    match r.resolve(vcpu, f, &s.host) {
-        Ok(Resolution::Swapped { gpa, size, .. }) => {
-            if let Some(a) = s.area(gpa) {
-                Counters::add(&c.swaps, a, 1);
-                Counters::add(&c.swapped_bytes, a, size);
+    match ev {
+        RunEvent::Exit(VcpuExit::MmioRead(addr, data)) => s.devices.read(addr, data),
+        RunEvent::Exit(VcpuExit::MmioWrite(addr, data)) => s.devices.write(addr, data),
+        RunEvent::Exit(VcpuExit::SystemEvent(t, _)) => {
+            return ControlFlow::Break(match t {
+                KVM_SYSTEM_EVENT_SHUTDOWN => Event::Off,
+                KVM_SYSTEM_EVENT_RESET => Event::Reset,
+                KVM_SYSTEM_EVENT_CRASH => Event::Crash,
+                t => Event::Fatal(format!("unexpected system event {t}")),
+            })
+        }
+        RunEvent::Exit(e) => {
+            return ControlFlow::Break(Event::Fatal(format!("unexpected exit {e:?}")))
+        }
+        RunEvent::TagAccess { fault, resolution } => {
+            if let Some(a) = s.area(fault.gpa()) {
+                Counters::add(&c.tag_exits, a, 1);
             }
-            Ok(())
+            match resolution {
+                Resolution::Swapped(sw) => {
+                    if let Some(a) = s.area(sw.window.gpa) {
+                        Counters::add(&c.swaps, a, 1);
+                        Counters::add(&c.swapped_bytes, a, sw.window.size);
+                    }
+                }
+                Resolution::Injected => {
+                    c.injected.fetch_add(1, Relaxed);
+                }
+                Resolution::Retry => {
+                    c.stale_exits.fetch_add(1, Relaxed);
+                }
+                other => {
+                    return ControlFlow::Break(Event::Fatal(format!(
+                        "unexpected resolution {other:?}"
+                    )))
+                }
+            }
         }
-        Ok(Resolution::Injected) => {
-            c.injected.fetch_add(1, Relaxed);
-            Ok(())
+        RunEvent::SwapRetry => {
+            c.efault_retries.fetch_add(1, Relaxed);
         }
-        Ok(Resolution::Retry) => {
-            c.stale_exits.fetch_add(1, Relaxed);
-            Ok(())
-        }
-        Ok(other) => Err(format!("unexpected resolution {other:?}")),
-        Err(e) => Err(format!(
-            "tag access at {:#x} ({}): {e}",
-            f.gpa(),
-            area.map_or("?", Area::name)
-        )),
+        _ => {}
     }
+    ControlFlow::Continue(())
+}
+
+/// A run-ending error of the vCPU loop, with the area of a tag access's address.
+fn fatal(s: &Shared, e: &NtaError) -> Event {
+    let gpa = match e {
+        NtaError::Killed { gpa, .. }
+        | NtaError::WouldUnshare { gpa, .. }
+        | NtaError::NoResolver { gpa }
+        | NtaError::SwapBudgetExhausted { gpa, .. } => Some(*gpa),
+        _ => None,
+    };
+    let area = gpa.and_then(|g| s.area(g));
+    if let Some(a) = area {
+        Counters::add(&s.devices.counters.tag_exits, a, 1);
+    }
+    let mut msg = match (gpa, area) {
+        (Some(g), a) => format!("tag access at {g:#x} ({}): {e}", a.map_or("?", Area::name)),
+        (None, _) => e.to_string(),
+    };
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        msg = format!("{msg}: {c}");
+        cause = c.source();
+    }
+    Event::Fatal(msg)
 }
 
 /// Tells the main thread when a vCPU thread panics, so that the run ends (with a fatal
@@ -618,26 +636,10 @@ fn vcpu_loop(id: usize, mut vcpu: VcpuFd, s: Arc<Shared>) {
         id,
         events: &s.events,
     };
-    let ev = loop {
-        let epoch = s.resolver.as_ref().map_or(0, Resolver::epoch);
-        ntakvm::clear_exit_reason(&mut vcpu);
-        let step = exit_step(vcpu.run(), &s, epoch);
-        match step {
-            Step::Run => {}
-            Step::Fault(f) => {
-                if let Err(e) = resolve(&vcpu, &f, &s) {
-                    break Event::Fatal(e);
-                }
-            }
-            Step::Efault(epoch) => match &s.resolver {
-                Some(r) if r.retry_after_efault(epoch) => {
-                    s.devices.counters.efault_retries.fetch_add(1, Relaxed);
-                }
-                _ => break Event::Fatal("KVM_RUN: EFAULT, and no swap was running".into()),
-            },
-            Step::Stop(e) => break e,
-        }
-    };
+    let r = ntakvm::run_vcpu(&mut vcpu, s.resolver.as_ref(), &NoHostUsers, |ev| {
+        on_event(&s, ev)
+    });
+    let ev = r.unwrap_or_else(|e| fatal(&s, &e));
     let _ = s.events.send(ev);
 }
 
@@ -695,7 +697,7 @@ pub fn run(o: &Options) -> Result<Report, VmError> {
             // SAFETY: every region of `mem` stays mapped until the process exits (leaked
             // above); nothing relies on their pages staying the same memory: no device of
             // nta-vm does DMA, and no vhost or VFIO mapping of them exists.
-            let tm = unsafe { TagMemory::from_guest_memory(mem, |r| area_of(r).slot()) }
+            let tm = unsafe { TagMemory::from_guest_memory(mem.iter(), |r| area_of(r).slot()) }
                 .map_err(|e| host(format!("memory map for the resolver: {e}")))?;
             let r = Resolver::builder(p)
                 .allow_unshare(o.allow_unshare)
@@ -709,14 +711,6 @@ pub fn run(o: &Options) -> Result<Report, VmError> {
     let shared = Arc::new(Shared {
         devices: devices.clone(),
         resolver,
-        // SAFETY: from here on, no thread of nta-vm but the vCPU threads inside KVM_RUN
-        // touches guest memory: the loading above is over and left no reference into it,
-        // the UART and the status register do no DMA, and the main thread only waits. The
-        // resolver swaps only memory without tag storage: the image (a private mapping, so
-        // no one else writes it), and pmem and device memory only with --allow-unshare,
-        // whose documented condition (--help) is that no other process writes them while
-        // the guest runs.
-        host: unsafe { HostQuiesced::new() },
         mem,
         events: tx,
     });

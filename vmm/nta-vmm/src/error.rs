@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-use crate::Backing;
+use crate::host::PauseError;
+use crate::{Backing, Policy};
 
 /// A feature the host or KVM lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,7 +12,7 @@ use crate::Backing;
 pub enum Feature {
     /// `KVM_CAP_ARM_MTE`.
     Mte,
-    /// `KVM_CAP_ARM_MTE_PERM` (no FEAT_MTE_PERM, or `arm64.nomteperm`).
+    /// `KVM_CAP_ARM_MTE_PERM` (no `FEAT_MTE_PERM`, or `arm64.nomteperm`).
     MtePerm,
     /// The requested `KVM_CAP_ARM_MTE_PERM` policy.
     MtePermPolicy,
@@ -34,6 +35,8 @@ pub enum KvmOp {
     GetVcpuEvents,
     /// `KVM_SET_VCPU_EVENTS`.
     SetVcpuEvents,
+    /// `KVM_RUN`.
+    Run,
     /// `KVM_SET_USER_MEMORY_REGION2` of this memslot.
     SetUserMemoryRegion2 {
         /// The memslot.
@@ -55,6 +58,30 @@ pub enum Syscall {
     Mremap,
     /// `fstat()` of a region's file.
     Fstat,
+    /// `fstatfs()` of a region's file.
+    Fstatfs,
+    /// Reading `/proc/self/smaps`.
+    ReadSmaps,
+    /// `get_mempolicy()` of the range.
+    GetMempolicy,
+    /// `process_vm_readv()`: the copy of the range.
+    ProcessVmReadv,
+}
+
+/// A property of a range's mapping that a swap cannot give the new memory, so it refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unkeepable {
+    /// `mlock()`ed: the new pages would not be locked.
+    Mlock,
+    /// Registered with userfaultfd: the registration would not follow.
+    Userfaultfd,
+    /// A memory policy (`mbind()`): the new pages would get the default one.
+    MemPolicy,
+    /// The range spans mappings whose properties differ.
+    MixedMappings,
+    /// Part of the range is not mapped.
+    NotMapped,
 }
 
 /// Why a region was refused.
@@ -86,7 +113,15 @@ pub enum Error {
         /// Which one.
         op: KvmOp,
         /// The error it returned.
-        source: kvm_ioctls::Error,
+        source: std::io::Error,
+    },
+    /// `KVM_CAP_ARM_MTE_PERM` reports policies this crate does not know: the kernel's UAPI is
+    /// not the one this crate was built for (see the `unstable-uapi` feature).
+    UnknownPolicies(u64),
+    /// A tag-access exit, though no resolver was given to handle it.
+    NoResolver {
+        /// Guest address of the access's page.
+        gpa: u64,
     },
     /// A system call failed.
     Os {
@@ -105,6 +140,86 @@ pub enum Error {
         /// The `ENOMEM` of `mmap()` or `mremap()`.
         source: std::io::Error,
     },
+    /// Memory ran short (`ENOMEM` not explained by `vm.max_map_count`, e.g. the commit limit)
+    /// while swapping `[gpa, gpa + size)`: the range is unchanged.
+    OutOfMemory {
+        /// First guest address of the range.
+        gpa: u64,
+        /// Its size.
+        size: u64,
+        /// The `ENOMEM`.
+        source: std::io::Error,
+    },
+    /// Part of `[gpa, gpa + size)` cannot be read (a file truncated under its mapping): the
+    /// range is unchanged, and the guest's own access to it fails as well.
+    Unreadable {
+        /// First guest address of the range.
+        gpa: u64,
+        /// Its size.
+        size: u64,
+    },
+    /// The kernel unmapped `[gpa, gpa + size)` and then failed to move the new memory there:
+    /// the range holds nothing now. Fatal for the VM.
+    RangeLost {
+        /// First guest address of the range.
+        gpa: u64,
+        /// Its size.
+        size: u64,
+        /// The `mremap()` error.
+        source: std::io::Error,
+    },
+    /// A swap of `[gpa, gpa + size)` failed (`cause`), and giving the range its protection
+    /// back failed too: it stays read-only, and the guest's writes to it fail. Fatal for the
+    /// VM.
+    ProtectionLost {
+        /// First guest address of the range.
+        gpa: u64,
+        /// Its size.
+        size: u64,
+        /// The restoring `mprotect()`'s error.
+        source: std::io::Error,
+        /// Why the swap failed.
+        cause: Box<Error>,
+    },
+    /// A swap of `[gpa, gpa + size)` would lose a property of its mapping: refused, nothing
+    /// changed.
+    CannotKeep {
+        /// First guest address of the range.
+        gpa: u64,
+        /// Its size.
+        size: u64,
+        /// The property.
+        what: Unkeepable,
+    },
+    /// The region is DMA-registered and the VMM's [`crate::HostUsers`] does not cover DMA:
+    /// a swap would leave the DMA users on the old pages; refused, nothing changed.
+    DmaRegistered {
+        /// Guest address of the access's page.
+        gpa: u64,
+        /// Its memslot.
+        slot: u32,
+    },
+    /// [`crate::HostUsers::pause`] failed: the swap did not start.
+    PauseFailed {
+        /// First guest address of the range.
+        gpa: u64,
+        /// Its size.
+        size: u64,
+        /// Why.
+        source: PauseError,
+    },
+    /// The swap budget ([`crate::ResolverBuilder::max_swapped_bytes`]) is spent and its
+    /// fallback is `kill`.
+    SwapBudgetExhausted {
+        /// Guest address of the access's page.
+        gpa: u64,
+        /// Its memslot.
+        slot: u32,
+        /// Bytes swapped so far.
+        swapped: u64,
+    },
+    /// A policy that cannot be a fallback or a region's policy here.
+    BadFallback(Policy),
     /// A tag-access exit whose page is not a power-of-two size, or not aligned to it.
     MalformedFault {
         /// Guest address of the exit.
@@ -198,6 +313,7 @@ impl fmt::Display for KvmOp {
             KvmOp::EnableMtePerm => f.write_str("KVM_ENABLE_CAP(KVM_CAP_ARM_MTE_PERM)"),
             KvmOp::GetVcpuEvents => f.write_str("KVM_GET_VCPU_EVENTS"),
             KvmOp::SetVcpuEvents => f.write_str("KVM_SET_VCPU_EVENTS"),
+            KvmOp::Run => f.write_str("KVM_RUN"),
             KvmOp::SetUserMemoryRegion2 { slot } => {
                 write!(f, "KVM_SET_USER_MEMORY_REGION2(slot {slot})")
             }
@@ -213,6 +329,10 @@ impl fmt::Display for Syscall {
             Syscall::Mprotect => "mprotect",
             Syscall::Mremap => "mremap of the replacement over the range",
             Syscall::Fstat => "fstat of the region's file",
+            Syscall::Fstatfs => "fstatfs of the region's file",
+            Syscall::ReadSmaps => "reading /proc/self/smaps",
+            Syscall::GetMempolicy => "get_mempolicy of the range",
+            Syscall::ProcessVmReadv => "process_vm_readv (the copy of the range)",
         })
     }
 }
@@ -230,6 +350,18 @@ impl fmt::Display for RegionProblem {
     }
 }
 
+impl fmt::Display for Unkeepable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unkeepable::Mlock => "it is mlock()ed",
+            Unkeepable::Userfaultfd => "it is registered with userfaultfd",
+            Unkeepable::MemPolicy => "it has a memory policy (mbind)",
+            Unkeepable::MixedMappings => "it spans mappings with different properties",
+            Unkeepable::NotMapped => "part of it is not mapped",
+        })
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -241,6 +373,52 @@ impl fmt::Display for Error {
                 "swapping gpa {gpa:#x}+{size:#x} needs more mappings than vm.max_map_count \
                  allows (the range is unchanged; use a larger chunk size)"
             ),
+            Error::UnknownPolicies(m) => write!(
+                f,
+                "KVM_CAP_ARM_MTE_PERM offers policies {m:#x}, beyond the EXIT and SEA bits this \
+                 crate knows: a kernel with another UAPI"
+            ),
+            Error::NoResolver { gpa } => {
+                write!(f, "tag-access exit at gpa {gpa:#x}, but no resolver handles them")
+            }
+            Error::OutOfMemory { gpa, size, .. } => write!(
+                f,
+                "out of memory swapping gpa {gpa:#x}+{size:#x} (the range is unchanged)"
+            ),
+            Error::Unreadable { gpa, size } => write!(
+                f,
+                "gpa {gpa:#x}+{size:#x} cannot be read (file truncated?); the range is unchanged"
+            ),
+            Error::RangeLost { gpa, size, .. } => write!(
+                f,
+                "swapping gpa {gpa:#x}+{size:#x} failed after the kernel unmapped it: the \
+                 range is lost"
+            ),
+            Error::ProtectionLost { gpa, size, cause, .. } => write!(
+                f,
+                "{cause}; and restoring the protection of gpa {gpa:#x}+{size:#x} failed: it \
+                 stays read-only"
+            ),
+            Error::CannotKeep { gpa, size, what } => write!(
+                f,
+                "refusing to swap gpa {gpa:#x}+{size:#x}: {what}, which the new memory would \
+                 not keep"
+            ),
+            Error::DmaRegistered { gpa, slot } => write!(
+                f,
+                "refusing to swap gpa {gpa:#x} in memslot {slot}: it is DMA-registered, and the \
+                 VMM's HostUsers does not cover DMA"
+            ),
+            Error::PauseFailed { gpa, size, .. } => write!(
+                f,
+                "pausing the host's users of gpa {gpa:#x}+{size:#x} failed; nothing swapped"
+            ),
+            Error::SwapBudgetExhausted { gpa, slot, swapped } => write!(
+                f,
+                "guest killed: tag access at gpa {gpa:#x} in memslot {slot} after {swapped:#x} \
+                 bytes were swapped, the budget"
+            ),
+            Error::BadFallback(p) => write!(f, "{p:?} cannot be used here"),
             Error::MalformedFault { gpa, size } => write!(
                 f,
                 "tag-access exit at gpa {gpa:#x} with size {size:#x}: not an aligned power-of-two page"
@@ -283,8 +461,13 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Kvm { source, .. } => Some(source),
-            Error::Os { source, .. } | Error::MapCountExhausted { source, .. } => Some(source),
+            Error::Kvm { source, .. }
+            | Error::Os { source, .. }
+            | Error::MapCountExhausted { source, .. }
+            | Error::OutOfMemory { source, .. }
+            | Error::RangeLost { source, .. }
+            | Error::ProtectionLost { source, .. } => Some(source),
+            Error::PauseFailed { source, .. } => Some(&**source),
             _ => None,
         }
     }

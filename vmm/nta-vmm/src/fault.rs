@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Tag-access faults as KVM reports them.
 
+#[cfg(feature = "unstable-uapi")]
 use crate::uapi::KVM_MEMORY_EXIT_FLAG_ARM_TAG_ACCESS;
 use crate::{Error, Result};
 
@@ -8,7 +9,7 @@ use crate::{Error, Result};
 /// `KVM_EXIT_MEMORY_FAULT` with `KVM_MEMORY_EXIT_FLAG_ARM_TAG_ACCESS`. The access did not happen;
 /// re-entering the vCPU retries it.
 ///
-/// Only [`TagAccessFault::new`] and [`TagAccessFault::from_exit`] make one, and both check
+/// Only [`TagAccessFault::new`] and `TagAccessFault::from_exit` make one, and both check
 /// that the page is a power of two in size and aligned to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TagAccessFault {
@@ -19,6 +20,10 @@ pub struct TagAccessFault {
 impl TagAccessFault {
     /// A fault on the page `[gpa, gpa + size)`: `size` must be a power of two, `gpa` aligned to
     /// it, and the page must not wrap around the address space.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MalformedFault`].
     pub fn new(gpa: u64, size: u64) -> Result<Self> {
         if !size.is_power_of_two() || gpa % size != 0 || gpa.checked_add(size - 1).is_none() {
             return Err(Error::MalformedFault { gpa, size });
@@ -28,7 +33,12 @@ impl TagAccessFault {
 
     /// Recognises a tag-access fault among the memory fault exits (`flags`, `gpa`, `size` of
     /// `kvm_run.memory_fault`). `Ok(None)` for memory faults of other kinds (private memory,
-    /// say), which the caller handles as before; an error for a malformed tag access.
+    /// say), which the caller handles as before.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MalformedFault`] for a malformed tag access.
+    #[cfg(feature = "unstable-uapi")]
     pub fn from_exit(flags: u64, gpa: u64, size: u64) -> Result<Option<Self>> {
         if flags & KVM_MEMORY_EXIT_FLAG_ARM_TAG_ACCESS == 0 {
             return Ok(None);
@@ -37,20 +47,24 @@ impl TagAccessFault {
     }
 
     /// Guest physical address of the page.
+    #[must_use]
     pub fn gpa(&self) -> u64 {
         self.gpa
     }
 
     /// Size of the page.
+    #[must_use]
     pub fn size(&self) -> u64 {
         self.size
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "unstable-uapi"))]
 mod tests {
     use super::*;
-    use crate::uapi::KVM_MEMORY_EXIT_FLAG_PRIVATE;
+
+    /// `KVM_MEMORY_EXIT_FLAG_PRIVATE` (kvm-bindings has it, as a `u32`).
+    const KVM_MEMORY_EXIT_FLAG_PRIVATE: u64 = 1 << 3;
 
     #[test]
     fn tag_access_is_recognised() {

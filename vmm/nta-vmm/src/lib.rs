@@ -2,42 +2,56 @@
 //! VMM-side support for `KVM_CAP_ARM_MTE_PERM`: giving an MTE guest memory that cannot hold
 //! Allocation Tags, which KVM maps `NoTagAccess`, and resolving the guest's tag accesses to it.
 //!
-//! The flow for a VMM on kvm-ioctls and vm-memory:
+//! The flow for a VMM on kvm-ioctls and vm-memory (features `kvm`, `vm-memory` and
+//! `unstable-uapi`):
 //!
-//! 1. [`kvm::enable_mte_perm`] with a [`kvm::KernelPolicy`], before creating vCPUs;
+//! 1. `kvm::enable_mte_perm` with a `kvm::KernelPolicy`, before creating vCPUs;
 //! 2. describe the memslots in a [`TagMemory`] (from a vm-memory `GuestMemoryMmap` with
-//!    [`TagMemory::from_guest_memory`], or region by region), then build one [`Resolver`] per
+//!    `TagMemory::from_guest_memory`, or region by region), then build one [`Resolver`] per
 //!    VM for a [`Policy`], shared by the vCPU threads;
-//! 3. before each `KVM_RUN`, read [`Resolver::epoch`] and [`kvm::clear_exit_reason`];
-//! 4. on a tag-access exit ([`kvm::tag_fault`]), [`Resolver::resolve`]: kill the guest with a
-//!    clear error, inject a data abort, or swap in tag-capable memory keeping the data; on an
-//!    `EFAULT`, [`Resolver::retry_after_efault`] tells whether it was a write racing a swap.
+//! 3. implement [`HostUsers`]: how to pause the VMM's own writers of a range (device threads,
+//!    DMA) while a swap replaces it;
+//! 4. run each vCPU with `kvm::run_vcpu`, which resolves tag accesses (kill the guest with a
+//!    clear error, inject a data abort, or swap in tag-capable memory keeping the data) and
+//!    retries the writes that raced a swap, and hands every other exit to the VMM.
 //!
-//! Only [`kvm`] knows KVM; a VMM on another hypervisor binding implements [`Vcpu`] and decodes
-//! its exits into [`TagAccessFault`] itself.
+//! Without the `kvm` feature, the crate is hypervisor-neutral: a VMM on another binding
+//! implements [`Vcpu`], builds [`TagAccessFault`]s from its exits and follows the epoch
+//! protocol of [`Resolver::retry_after_efault`] itself.
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
+// The library (not its tests) is clippy::pedantic clean; CI builds with -D warnings.
+#![cfg_attr(not(test), warn(clippy::pedantic))]
 
 mod error;
 mod fault;
+mod host;
+#[cfg(feature = "kvm")]
 pub mod kvm;
 mod memory;
 mod policy;
 mod swap;
+#[cfg(feature = "unstable-uapi")]
 pub mod uapi;
+mod vma;
 
-pub use error::{Error, Feature, KvmOp, RegionProblem, Syscall};
+pub use error::{Error, Feature, KvmOp, RegionProblem, Syscall, Unkeepable};
 pub use fault::TagAccessFault;
+pub use host::{HostUsers, MemfdRange, PauseError, SwapWindow, Swapped};
 pub use memory::{Backing, Found, Region, TagMemory};
 pub use policy::{
-    HostQuiesced, ParsePolicyError, Policy, Resolution, Resolver, ResolverBuilder, Vcpu,
-    DEFAULT_CHUNK, DEFAULT_MAX_REPEATS,
+    ParsePolicyError, Policy, Replacement, Resolution, Resolver, ResolverBuilder, SwappedRange,
+    Vcpu, DEFAULT_CHUNK, DEFAULT_MAX_REPEATS,
 };
 
 /// Result type of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// The host's page size (`sysconf(_SC_PAGESIZE)`).
+///
+/// # Errors
+///
+/// [`Error::Os`] or [`Error::BadPageSize`] if the system reports none or a strange one.
 pub fn host_page_size() -> Result<u64> {
     // SAFETY: sysconf reads a system value and touches no memory of ours.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -47,7 +61,7 @@ pub fn host_page_size() -> Result<u64> {
             source: std::io::Error::last_os_error(),
         });
     }
-    let p = p as u64;
+    let p = u64::try_from(p).map_err(|_| Error::BadPageSize(0))?;
     if !p.is_power_of_two() {
         return Err(Error::BadPageSize(p));
     }
@@ -56,6 +70,7 @@ pub fn host_page_size() -> Result<u64> {
 
 /// What the host offers the swap, probed once up front.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HostSupport {
     /// The page size.
     pub page_size: u64,
@@ -68,13 +83,18 @@ pub struct HostSupport {
 const PROT_MTE: libc::c_int = 0x20;
 
 /// Probes the host: its page size, and whether its anonymous memory can hold tags.
+///
+/// # Errors
+///
+/// As [`host_page_size`].
 pub fn probe_host() -> Result<HostSupport> {
     let page_size = host_page_size()?;
+    let len = usize::try_from(page_size).map_err(|_| Error::BadPageSize(page_size))?;
     // SAFETY: a fresh mapping at an address of the kernel's choosing, unmapped at once.
     let anon_tag_capable = unsafe {
         let p = libc::mmap(
             std::ptr::null_mut(),
-            page_size as usize,
+            len,
             libc::PROT_READ | PROT_MTE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
@@ -83,7 +103,7 @@ pub fn probe_host() -> Result<HostSupport> {
         if p == libc::MAP_FAILED {
             false
         } else {
-            libc::munmap(p, page_size as usize);
+            libc::munmap(p, len);
             cfg!(target_arch = "aarch64")
         }
     };

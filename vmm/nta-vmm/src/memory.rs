@@ -7,10 +7,11 @@ use std::fmt;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
-use vm_memory::{GuestMemory, GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress};
+#[cfg(feature = "vm-memory")]
+use vm_memory::{bitmap::Bitmap, GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress};
 
 use crate::error::{RegionProblem, Syscall};
-use crate::{Error, Result};
+use crate::{Error, Policy, Result, SwappedRange};
 
 /// What backs a region.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,12 +32,14 @@ pub enum Backing {
 impl Backing {
     /// Whether KVM can give this memory Allocation Tags (`VM_MTE_ALLOWED`): anonymous and
     /// shmem memory can; KVM maps everything else `NoTagAccess`.
+    #[must_use]
     pub fn tag_capable(&self) -> bool {
         matches!(self, Backing::Anonymous | Backing::Shmem)
     }
 
     /// Whether others see this memory too (a file or a device), so that replacing it by private
     /// anonymous memory would cut the guest off from them.
+    #[must_use]
     pub fn shared(&self) -> bool {
         matches!(
             self,
@@ -44,9 +47,53 @@ impl Backing {
         )
     }
 
-    /// What backs a vm-memory mmap region: anonymous unless it maps a file; a shared file is
-    /// a device if its file is a character or block device.
-    pub fn of_mmap_region(region: &GuestRegionMmap) -> Result<Self> {
+    /// What backs a mapping of `file` with mmap flags `flags` (`MAP_SHARED` or
+    /// `MAP_PRIVATE`): shmem for a file on tmpfs (memfd included) or hugetlbfs, which hold
+    /// tags however they are mapped; a device for a character or block device; a private or
+    /// shared file otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if `fstat` or `fstatfs` of the file fails.
+    pub fn of_file(file: &std::fs::File, flags: i32) -> Result<Self> {
+        use std::os::unix::fs::FileTypeExt;
+        let fd = file.as_raw_fd();
+        let path = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+        let meta = file.metadata().map_err(|source| Error::Os {
+            op: Syscall::Fstat,
+            source,
+        })?;
+        // SAFETY: an all-zero statfs is a valid value for fstatfs to overwrite.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatfs writes the file system's description into `st`, nothing else.
+        if unsafe { libc::fstatfs(fd, &raw mut st) } != 0 {
+            return Err(Error::Os {
+                op: Syscall::Fstatfs,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let ft = meta.file_type();
+        Ok(
+            if st.f_type == libc::TMPFS_MAGIC || st.f_type == libc::HUGETLBFS_MAGIC {
+                Backing::Shmem
+            } else if ft.is_char_device() || ft.is_block_device() {
+                Backing::Device(path)
+            } else if flags & libc::MAP_SHARED == 0 {
+                Backing::PrivateFile(path)
+            } else {
+                Backing::SharedFile(path)
+            },
+        )
+    }
+
+    /// What backs a vm-memory mmap region: anonymous unless it maps a file, else as
+    /// [`Backing::of_file`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Backing::of_file`].
+    #[cfg(feature = "vm-memory")]
+    pub fn of_mmap_region<B: Bitmap>(region: &GuestRegionMmap<B>) -> Result<Self> {
         let mmap = &**region;
         let Some(fo) = mmap.file_offset() else {
             return Ok(if mmap.flags() & libc::MAP_SHARED != 0 {
@@ -55,21 +102,7 @@ impl Backing {
                 Backing::Anonymous
             });
         };
-        let fd = fo.file().as_raw_fd();
-        let path = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
-        let meta = fo.file().metadata().map_err(|source| Error::Os {
-            op: Syscall::Fstat,
-            source,
-        })?;
-        use std::os::unix::fs::FileTypeExt;
-        let ft = meta.file_type();
-        Ok(if mmap.flags() & libc::MAP_SHARED == 0 {
-            Backing::PrivateFile(path)
-        } else if ft.is_char_device() || ft.is_block_device() {
-            Backing::Device(path)
-        } else {
-            Backing::SharedFile(path)
-        })
+        Self::of_file(fo.file(), mmap.flags())
     }
 }
 
@@ -87,6 +120,7 @@ impl fmt::Display for Backing {
 
 /// A guest memory region as the VMM registered it with KVM (one memslot).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Region {
     /// The memslot number.
     pub slot: u32,
@@ -100,10 +134,58 @@ pub struct Region {
     pub backing: Backing,
     /// The protection of its host mapping (`PROT_READ`, `PROT_WRITE`), which a swap keeps.
     pub prot: i32,
+    /// Its own policy, instead of the resolver's.
+    pub policy: Option<Policy>,
+    /// Whether a device or another process has long-term DMA access to it (a VFIO container
+    /// mapping, a vhost back-end): a swap needs [`crate::HostUsers::covers_dma`].
+    pub dma_registered: bool,
 }
 
 impl Region {
+    /// Memslot `slot`: `size` bytes at guest address `gpa` and host address `host_addr`,
+    /// backed by `backing`, mapped with protection `prot`; the resolver's policy, not
+    /// DMA-registered.
+    #[must_use]
+    pub fn new(
+        slot: u32,
+        gpa: u64,
+        size: u64,
+        host_addr: u64,
+        backing: Backing,
+        prot: i32,
+    ) -> Self {
+        Region {
+            slot,
+            gpa,
+            size,
+            host_addr,
+            backing,
+            prot,
+            policy: None,
+            dma_registered: false,
+        }
+    }
+
+    /// The region with its own policy.
+    #[must_use]
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The region, marked DMA-registered or not.
+    #[must_use]
+    pub fn with_dma_registered(mut self, dma: bool) -> Self {
+        self.dma_registered = dma;
+        self
+    }
+
     /// Describes a vm-memory region registered as memslot `slot`, with what backs it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadRegion`] if the region has no host address.
+    #[cfg(feature = "vm-memory")]
     pub fn of<R: GuestMemoryRegion>(
         slot: u32,
         region: &R,
@@ -116,19 +198,24 @@ impl Region {
                 slot,
                 problem: RegionProblem::Inaccessible,
             })?;
-        Ok(Region {
+        Ok(Region::new(
             slot,
-            gpa: region.start_addr().0,
-            size: region.len(),
-            host_addr: host as u64,
+            region.start_addr().0,
+            region.len(),
+            host as u64,
             backing,
             prot,
-        })
+        ))
     }
 
     /// Describes a vm-memory mmap region registered as memslot `slot`, reading what backs it
     /// and its protection from the mapping.
-    pub fn of_mmap(slot: u32, region: &GuestRegionMmap) -> Result<Self> {
+    ///
+    /// # Errors
+    ///
+    /// As [`Backing::of_mmap_region`] and [`Region::of`].
+    #[cfg(feature = "vm-memory")]
+    pub fn of_mmap<B: Bitmap>(slot: u32, region: &GuestRegionMmap<B>) -> Result<Self> {
         let backing = Backing::of_mmap_region(region)?;
         let prot = region.prot();
         Self::of(slot, region, backing, prot)
@@ -145,6 +232,7 @@ struct Part {
 
 /// What [`TagMemory::lookup`] finds: the region, and whether the address is tag-capable now.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Found<'a> {
     /// The region holding the address.
     pub region: &'a Region,
@@ -166,6 +254,10 @@ pub struct TagMemory {
 
 impl TagMemory {
     /// An empty map for pages of `page_size` bytes (a power of two).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadPageSize`].
     pub fn new(page_size: u64) -> Result<Self> {
         if !page_size.is_power_of_two() {
             return Err(Error::BadPageSize(page_size));
@@ -178,26 +270,33 @@ impl TagMemory {
     }
 
     /// An empty map for the host's page size.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::host_page_size`].
     pub fn for_host() -> Result<Self> {
         Self::new(crate::host_page_size()?)
     }
 
-    /// A map of every region of a vm-memory `GuestMemoryMmap`, memslot numbers given by
-    /// `slot_of` (the VMM's numbering).
+    /// A map of vm-memory mmap regions, memslot numbers given by `slot_of` (the VMM's
+    /// numbering): `regions` is `guest_memory.iter()` of a `GuestMemoryMmap<B>` (any vm-memory
+    /// version this crate takes: the trait that has `iter` changed name in 0.18).
+    ///
+    /// # Errors
+    ///
+    /// As [`Region::of_mmap`] and [`TagMemory::add`].
     ///
     /// # Safety
     ///
-    /// As [`TagMemory::add`], for each region: the regions of `mem` must stay mapped while the
-    /// map is used to resolve faults, and may be replaced in place.
-    pub unsafe fn from_guest_memory<M>(
-        mem: &M,
-        mut slot_of: impl FnMut(&GuestRegionMmap) -> u32,
-    ) -> Result<Self>
-    where
-        M: GuestMemory<R = GuestRegionMmap>,
-    {
+    /// As [`TagMemory::add`], for each region: the regions must stay mapped while the map is
+    /// used to resolve faults, and may be replaced in place.
+    #[cfg(feature = "vm-memory")]
+    pub unsafe fn from_guest_memory<'a, B: Bitmap + 'a>(
+        regions: impl IntoIterator<Item = &'a GuestRegionMmap<B>>,
+        mut slot_of: impl FnMut(&GuestRegionMmap<B>) -> u32,
+    ) -> Result<Self> {
         let mut map = Self::for_host()?;
-        for r in mem.iter() {
+        for r in regions {
             // SAFETY: the caller's contract (this function's).
             unsafe { map.add(Region::of_mmap(slot_of(r), r)?)? };
         }
@@ -205,6 +304,7 @@ impl TagMemory {
     }
 
     /// The page size the map was made for.
+    #[must_use]
     pub fn page_size(&self) -> u64 {
         self.page_size
     }
@@ -212,13 +312,18 @@ impl TagMemory {
     /// Records a region; refuses empty, unaligned, inaccessible or overlapping ones and reused
     /// memslot numbers.
     ///
+    /// # Errors
+    ///
+    /// [`Error::BadRegion`] saying which of those it is; the map is unchanged.
+    ///
     /// # Safety
     ///
     /// From the first tag access a [`crate::Resolver`] resolves in it with `make-taggable`
     /// until the region is removed, `[host_addr, host_addr + size)` must be a mapping of this
     /// process with protection `prot`, holding the guest memory of memslot `slot`, that the
-    /// resolver may replace with other memory at the same address (what [`crate::HostQuiesced`]
-    /// then promises aside, nothing relies on it staying the same memory).
+    /// resolver may replace with other memory at the same address (what the VMM's
+    /// [`crate::HostUsers`] then pauses and resumes aside, nothing relies on it staying the
+    /// same memory).
     pub unsafe fn add(&mut self, region: Region) -> Result<()> {
         let bad = |problem| Error::BadRegion {
             slot: region.slot,
@@ -274,16 +379,51 @@ impl TagMemory {
     }
 
     /// The region of memslot `slot`.
+    #[must_use]
     pub fn region(&self, slot: u32) -> Option<&Region> {
         self.regions.get(&slot)
     }
 
     /// The number of parts the regions are in (one per region, plus two per swap at most).
+    #[must_use]
     pub fn parts(&self) -> usize {
         self.parts.len()
     }
 
+    /// Whether a region has its own policy `p`.
+    pub(crate) fn any_policy(&self, p: Policy) -> bool {
+        self.regions.values().any(|r| r.policy == Some(p))
+    }
+
+    /// The tag-capable parts of regions without tag storage, neighbours merged: the swapped
+    /// ranges.
+    pub(crate) fn swapped_parts(&self) -> Vec<SwappedRange> {
+        let mut out: Vec<SwappedRange> = Vec::new();
+        let swapped = self.parts.iter().filter(|(_, p)| {
+            p.tag_capable
+                && self
+                    .regions
+                    .get(&p.slot)
+                    .is_some_and(|r| !r.backing.tag_capable())
+        });
+        for (&gpa, p) in swapped {
+            match out.last_mut() {
+                Some(l) if l.slot == p.slot && l.gpa + l.size == gpa => l.size += p.end - gpa,
+                _ => out.push(SwappedRange {
+                    gpa,
+                    size: p.end - gpa,
+                    slot: p.slot,
+                }),
+            }
+        }
+        out
+    }
+
     /// The region holding `gpa`, and whether `gpa` is tag-capable now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRegion`].
     pub fn lookup(&self, gpa: u64) -> Result<Found<'_>> {
         let (start, p) = self
             .parts
@@ -301,6 +441,11 @@ impl TagMemory {
 
     /// Records `[gpa, gpa + size)`, which must lie in one part of one region, as tag-capable
     /// from now on. The KVM memslot itself is unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadRange`], [`Error::NoRegion`] or [`Error::OutsideRegion`]; the map is
+    /// unchanged.
     pub fn mark_tag_capable(&mut self, gpa: u64, size: u64) -> Result<()> {
         if size == 0 || (gpa | size) & (self.page_size - 1) != 0 {
             return Err(Error::BadRange { addr: gpa, size });
@@ -339,14 +484,8 @@ mod tests {
     const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
 
     fn region(slot: u32, gpa: u64, size: u64, backing: Backing) -> Region {
-        Region {
-            slot,
-            gpa,
-            size,
-            host_addr: 0x7f00_0000_0000_u64.wrapping_add(gpa),
-            backing,
-            prot: RW,
-        }
+        let host = 0x7f00_0000_0000_u64.wrapping_add(gpa);
+        Region::new(slot, gpa, size, host, backing, RW)
     }
 
     fn file() -> Backing {
@@ -485,7 +624,7 @@ mod tests {
     }
 
     #[test]
-    fn many_regions_look_up_fast() {
+    fn many_regions_are_found() {
         let mut m = TagMemory::new(4096).unwrap();
         for i in 0..20_000u32 {
             let gpa = 0x1_0000_0000 + u64::from(i) * 0x2000;
@@ -499,8 +638,9 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "vm-memory")]
     fn vm_memory_regions_are_described() {
-        use vm_memory::{GuestAddress, GuestMemoryMmap};
+        use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap};
         let gm = GuestMemoryMmap::<()>::from_ranges(&[
             (GuestAddress(0x4000_0000), 0x10_0000),
             (GuestAddress(0x8000_0000), 0x2_0000),
@@ -509,7 +649,7 @@ mod tests {
         let mut n = 0;
         // SAFETY: `gm` outlives the map, and no fault is resolved.
         let m = unsafe {
-            TagMemory::from_guest_memory(&gm, |_| {
+            TagMemory::from_guest_memory(gm.iter(), |_| {
                 n += 1;
                 n
             })

@@ -4,7 +4,7 @@
 
 use kvm_bindings::kvm_vcpu_init;
 use kvm_ioctls::{VcpuFd, VmFd};
-use nta_vmm::{Backing, Region, TagMemory};
+use nta_vmm::{Backing, HostUsers, PauseError, Region, SwapWindow, Swapped, TagMemory};
 
 /// Where the guest program and its RAM start.
 pub const RAM_BASE: u64 = 0x4000_0000;
@@ -66,14 +66,22 @@ impl Drop for Mapping {
 
 /// The region `m` is as memslot `slot` at `gpa`, backed by `backing`.
 fn region_of(slot: u32, gpa: u64, m: &Mapping, backing: Backing) -> Region {
-    Region {
-        slot,
-        gpa,
-        size: m.len as u64,
-        host_addr: m.addr as u64,
-        backing,
-        prot: m.prot,
+    Region::new(slot, gpa, m.len as u64, m.addr as u64, backing, m.prot)
+}
+
+/// The tools' host users of guest memory while vCPUs run: none.
+pub struct NoHostUsers;
+
+// SAFETY: while vCPU threads run (and so while faults are resolved), a tool's other threads
+// only wait for them: nta-demo and nta-bench read or check guest memory only before the vCPUs
+// start and after they end; no tool has a device thread, a pinner (VFIO, vhost, O_DIRECT) or a
+// DMA user, and the image files are mapped by this process only. Nothing to pause.
+unsafe impl HostUsers for NoHostUsers {
+    fn pause(&self, _: &SwapWindow) -> Result<(), PauseError> {
+        Ok(())
     }
+
+    fn resume(&self, _: &SwapWindow, _: Option<&Swapped>) {}
 }
 
 /// Registers `m`, backed by `backing`, as memslot `slot` at `gpa`, with
@@ -106,7 +114,7 @@ pub fn describe(e: &dyn std::error::Error) -> String {
 /// as memslot 1 at `IMAGE_BASE` (see [`set_slot`] for `mte_perm`); returns the map of both, for
 /// resolving faults.
 ///
-/// The caller keeps both mappings alive, and touches the image only as `HostQuiesced` allows,
+/// The caller keeps both mappings alive, and touches the image only as [`NoHostUsers`] says,
 /// as long as it resolves faults with the map.
 pub fn two_slots(
     vm: &VmFd,

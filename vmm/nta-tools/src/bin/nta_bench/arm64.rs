@@ -10,15 +10,18 @@ use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::mem::MaybeUninit;
+use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use nta_vmm::kvm::{self, enable_mte, enable_mte_perm, KernelPolicy};
-use nta_vmm::{Backing, HostQuiesced, Policy, Resolution, Resolver};
+use nta_vmm::kvm::{self, enable_mte, enable_mte_perm, Event, KernelPolicy};
+use nta_vmm::{Backing, Policy, Resolution, Resolver};
 
-use crate::common::{block, le, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE};
+use crate::common::{
+    block, le, setup_vcpu, two_slots, Mapping, NoHostUsers, IMAGE_BASE, MMIO_BASE, RAM_BASE,
+};
 use crate::options::{parse_args, Options, USAGE};
 use crate::smaps::{file_pmd_mapped_kib, kib_value};
 
@@ -146,51 +149,69 @@ impl Guest {
     fn op(&mut self, op: u64, base: u64, pages: u64) -> Result<OpResult, String> {
         let mut r = OpResult::default();
         let max_exits = 16 + 2 * pages;
-        // SAFETY: this thread alone runs the guest, and no one touches its region while an
-        // operation runs.
-        let quiesced = unsafe { HostQuiesced::new() };
-        for _ in 0..max_exits {
-            kvm::clear_exit_reason(&mut self.vcpu);
-            match self.vcpu.run() {
-                Ok(VcpuExit::MmioRead(addr, data)) => {
+        let mut exits = 0;
+        let end = kvm::run_vcpu(&mut self.vcpu, Some(&self.resolver), &NoHostUsers, |ev| {
+            exits += 1;
+            if exits > max_exits {
+                return ControlFlow::Break(Err(format!(
+                    "operation {op} did not finish in {max_exits} exits"
+                )));
+            }
+            match ev {
+                Event::Exit(VcpuExit::MmioRead(addr, data)) => {
                     let v = match addr.wrapping_sub(MMIO_BASE) {
                         0x08 => op,
                         0x10 => base,
                         0x18 => pages,
-                        off => return Err(format!("guest read unknown MMIO offset {off:#x}")),
+                        off => {
+                            return ControlFlow::Break(Err(format!(
+                                "guest read unknown MMIO offset {off:#x}"
+                            )))
+                        }
                     };
                     let n = data.len().min(8);
                     data[..n].copy_from_slice(&v.to_le_bytes()[..n]);
                 }
-                Ok(VcpuExit::MmioWrite(addr, data)) => match addr.wrapping_sub(MMIO_BASE) {
-                    0x20 => r.ticks = le(data),
-                    0x28 => r.aborts = le(data),
-                    0x30 => {
-                        r.sum = le(data);
-                        return Ok(r);
+                Event::Exit(VcpuExit::MmioWrite(addr, data)) => {
+                    match addr.wrapping_sub(MMIO_BASE) {
+                        0x20 => r.ticks = le(data),
+                        0x28 => r.aborts = le(data),
+                        0x30 => {
+                            r.sum = le(data);
+                            return ControlFlow::Break(Ok(()));
+                        }
+                        0x38 => {
+                            return ControlFlow::Break(Err(format!(
+                                "guest exception, ESR_EL1 {:#x}",
+                                le(data)
+                            )))
+                        }
+                        off => {
+                            return ControlFlow::Break(Err(format!(
+                                "guest wrote unknown MMIO offset {off:#x}"
+                            )))
+                        }
                     }
-                    0x38 => return Err(format!("guest exception, ESR_EL1 {:#x}", le(data))),
-                    off => return Err(format!("guest wrote unknown MMIO offset {off:#x}")),
-                },
-                Ok(exit @ VcpuExit::MemoryFault { .. }) => {
-                    let f = match kvm::tag_fault(&exit) {
-                        Ok(Some(f)) => f,
-                        other => return Err(format!("unexpected memory fault: {other:?}")),
-                    };
-                    match self.resolver.resolve(&self.vcpu, &f, &quiesced) {
-                        Ok(Resolution::Swapped { .. }) => r.swaps += 1,
-                        Ok(_) => {}
-                        Err(e) => return Err(e.to_string()),
+                }
+                Event::TagAccess { resolution, .. } => {
+                    if matches!(resolution, Resolution::Swapped(_)) {
+                        r.swaps += 1;
                     }
                     r.tag_exits += 1;
                 }
-                Ok(other) => return Err(format!("unexpected exit {other:?}")),
-                Err(e) => return Err(format!("KVM_RUN: {e}")),
+                Event::Interrupted | Event::SwapRetry => {}
+                Event::Exit(other) => {
+                    return ControlFlow::Break(Err(format!("unexpected exit {other:?}")))
+                }
+                _ => {}
             }
+            ControlFlow::Continue(())
+        });
+        match end {
+            Ok(Ok(())) => Ok(r),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(e.to_string()),
         }
-        Err(format!(
-            "operation {op} did not finish in {max_exits} exits"
-        ))
     }
 
     fn ns(&self, ticks: u64) -> f64 {

@@ -3,16 +3,18 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 
 use kvm_ioctls::{Kvm, VcpuExit};
-use nta_vmm::kvm::{self, enable_mte, enable_mte_perm, KernelPolicy};
+use nta_vmm::kvm::{self, enable_mte, enable_mte_perm, Event, KernelPolicy};
 use nta_vmm::uapi::KVM_CAP_ARM_MTE_PERM;
-use nta_vmm::{Backing, HostQuiesced, Policy, Resolution, Resolver};
+use nta_vmm::{Backing, Policy, Resolution, Resolver};
 
 use crate::common::{
-    block, describe, le, set_slot, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE,
+    block, describe, le, set_slot, setup_vcpu, two_slots, Mapping, NoHostUsers, IMAGE_BASE,
+    MMIO_BASE, RAM_BASE,
 };
 
 const RAM_SIZE: usize = 2 << 20;
@@ -253,7 +255,9 @@ fn show_refusal(kvm: &Kvm, image: &Mapping, backing: &Backing) -> Result<bool, S
     }
     enable_mte(&vm).map_err(|e| e.to_string())?;
     match set_slot(&vm, 1, IMAGE_BASE, image, backing.clone(), false) {
-        Err(ref e @ nta_vmm::Error::Kvm { ref source, .. }) if source.errno() == libc::EINVAL => {
+        Err(ref e @ nta_vmm::Error::Kvm { ref source, .. })
+            if source.raw_os_error() == Some(libc::EINVAL) =>
+        {
             say(&format!(
                 "an MTE guest cannot be given the image: {}",
                 describe(e)
@@ -320,57 +324,63 @@ fn run(o: &Options) -> Result<bool, String> {
         })
         .transpose()
         .map_err(|e| e.to_string())?;
-    // SAFETY: this thread alone runs the VM and touches the image only after the run (judge),
-    // when no fault is being resolved; no other thread or process writes the image's mapping
-    // (the file's other users are this process's own reads of the file in judge).
-    let quiesced = unsafe { HostQuiesced::new() };
     let mut vcpu = vcpu;
     let mut r = Report::default();
-    let mut killed = None;
-    for _ in 0..MAX_EXITS {
-        kvm::clear_exit_reason(&mut vcpu);
-        match vcpu.run() {
-            Ok(VcpuExit::MmioWrite(addr, data)) => mmio_event(&mut r, addr, data),
-            Ok(exit @ VcpuExit::MemoryFault { .. }) => {
-                let fault = match kvm::tag_fault(&exit) {
-                    Ok(Some(f)) => f,
-                    other => return Err(format!("unexpected memory fault exit: {other:?}")),
-                };
+    let mut exits = 0;
+    let end = kvm::run_vcpu(&mut vcpu, resolver.as_ref(), &NoHostUsers, |ev| {
+        exits += 1;
+        if exits > MAX_EXITS {
+            return ControlFlow::Break(Err(format!("no end in {MAX_EXITS} exits")));
+        }
+        match ev {
+            Event::Exit(VcpuExit::MmioWrite(addr, data)) => mmio_event(&mut r, addr, data),
+            Event::TagAccess { fault, resolution } => {
                 r.tag_exits += 1;
                 say(&format!(
                     "KVM exit: tag access at gpa {:#x} (size {:#x})",
                     fault.gpa(),
                     fault.size()
                 ));
-                let Some(res) = &resolver else {
-                    return Err("a tag-access exit with the SEA policy".into());
-                };
-                match res.resolve(&vcpu, &fault, &quiesced) {
-                    Ok(Resolution::Injected) => say("resolved: data abort injected"),
-                    Ok(Resolution::Swapped { gpa, size, slot }) => say(&format!(
-                        "resolved: {size:#x} bytes at gpa {gpa:#x} (slot {slot}) swapped for \
-                         tag-capable memory with the same data"
+                match resolution {
+                    Resolution::Injected => say("resolved: data abort injected"),
+                    Resolution::Swapped(s) => say(&format!(
+                        "resolved: {:#x} bytes at gpa {:#x} (slot {}) swapped for tag-capable \
+                         memory with the same data",
+                        s.window.size, s.window.gpa, s.window.slot
                     )),
-                    Ok(other) => say(&format!("resolved: {other:?}")),
-                    Err(e) => {
-                        say(&format!("resolved: {e}"));
-                        killed = Some(e);
-                        break;
-                    }
+                    other => say(&format!("resolved: {other:?}")),
                 }
             }
-            Ok(other) => return Err(format!("unexpected exit {other:?}")),
-            Err(e) => return Err(format!("KVM_RUN: {e}")),
+            Event::Interrupted | Event::SwapRetry => {}
+            Event::Exit(other) => {
+                return ControlFlow::Break(Err(format!("unexpected exit {other:?}")))
+            }
+            _ => {}
         }
         if r.done || r.unexpected.is_some() {
-            break;
+            return ControlFlow::Break(Ok(()));
         }
-    }
+        ControlFlow::Continue(())
+    });
+    let killed = match end {
+        Ok(Ok(())) => false,
+        Ok(Err(e)) => return Err(e),
+        Err(e @ nta_vmm::Error::Killed { gpa, .. }) => {
+            r.tag_exits += 1;
+            say(&format!("KVM exit: tag access at gpa {gpa:#x}"));
+            say(&format!("resolved: {e}"));
+            true
+        }
+        Err(e @ nta_vmm::Error::NoResolver { .. }) => {
+            return Err(format!("{e} (a tag-access exit with the SEA policy)"))
+        }
+        Err(e) => return Err(describe(&e)),
+    };
     if let Some(esr) = r.unexpected {
         say(&format!("guest took an unexpected exception, ESR {esr:#x}"));
         return Ok(false);
     }
-    Ok(judge(o, &r, killed.is_some(), &image, file.as_ref()))
+    Ok(judge(o, &r, killed, &image, file.as_ref()))
 }
 
 /// Checks the outcome against the policy, printing each check.

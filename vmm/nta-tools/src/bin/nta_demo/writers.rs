@@ -3,15 +3,17 @@
 //! accesses make the resolver swap the chunks they write; every write must survive (arm64 only).
 
 use std::fs::OpenOptions;
+use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
-use nta_vmm::kvm::{self, enable_mte_perm, KernelPolicy};
-use nta_vmm::{Backing, HostQuiesced, Policy, Resolution, Resolver};
+use nta_vmm::kvm::{self, enable_mte_perm, Event, KernelPolicy};
+use nta_vmm::{Backing, Policy, Resolution, Resolver};
 
 use crate::common::{
-    add_vcpu, block, le, setup_vcpu, two_slots, Mapping, IMAGE_BASE, MMIO_BASE, RAM_BASE,
+    add_vcpu, block, le, setup_vcpu, two_slots, Mapping, NoHostUsers, IMAGE_BASE, MMIO_BASE,
+    RAM_BASE,
 };
 
 const IMAGE_SIZE: usize = 8 << 20;
@@ -90,66 +92,77 @@ fn run_vcpu(
     id: u64,
     writers: u64,
     resolver: &Resolver,
-    quiesced: &HostQuiesced,
     failed: &AtomicBool,
 ) -> Result<VcpuReport, String> {
     let mut r = VcpuReport {
         id,
         ..Default::default()
     };
-    for _ in 0..MAX_EXITS {
-        if failed.load(Ordering::Relaxed) {
-            return Err("another vCPU failed".into());
+    let mut exits = 0;
+    let end = kvm::run_vcpu(&mut vcpu, Some(resolver), &NoHostUsers, |ev| {
+        exits += 1;
+        if exits > MAX_EXITS {
+            return ControlFlow::Break(Err(format!("vCPU {id}: no end in {MAX_EXITS} exits")));
         }
-        let epoch = resolver.epoch();
-        kvm::clear_exit_reason(&mut vcpu);
-        match vcpu.run() {
-            Ok(VcpuExit::MmioRead(addr, data)) if addr == MMIO_BASE + 0x18 => {
+        if failed.load(Ordering::Relaxed) {
+            return ControlFlow::Break(Err("another vCPU failed".into()));
+        }
+        match ev {
+            Event::Exit(VcpuExit::MmioRead(addr, data)) if addr == MMIO_BASE + 0x18 => {
                 let n = data.len().min(8);
                 data[..n].copy_from_slice(&writers.to_le_bytes()[..n]);
             }
-            Ok(VcpuExit::MmioWrite(addr, data)) => {
+            Event::Exit(VcpuExit::MmioWrite(addr, data)) => {
                 let v = le(data);
                 match addr.wrapping_sub(MMIO_BASE) {
                     0x20 => r.tags.push(v),
                     0x28 => r.progress_after_tags = Some(v),
                     0x30 => {
                         r.tagger_done = true;
-                        return Ok(r);
+                        return ControlFlow::Break(Ok(()));
                     }
-                    0x38 => return Err(format!("vCPU {id}: guest exception, ESR_EL1 {v:#x}")),
+                    0x38 => {
+                        return ControlFlow::Break(Err(format!(
+                            "vCPU {id}: guest exception, ESR_EL1 {v:#x}"
+                        )))
+                    }
                     off if off == 0x100 + 16 * id => r.writes = Some(v),
                     off if off == 0x108 + 16 * id => {
                         r.lost = Some(v);
-                        return Ok(r);
+                        return ControlFlow::Break(Ok(()));
                     }
-                    off => return Err(format!("vCPU {id}: unknown MMIO write at {off:#x}")),
+                    off => {
+                        return ControlFlow::Break(Err(format!(
+                            "vCPU {id}: unknown MMIO write at {off:#x}"
+                        )))
+                    }
                 }
             }
-            Ok(exit @ VcpuExit::MemoryFault { .. }) => {
-                let f = match kvm::tag_fault(&exit) {
-                    Ok(Some(f)) => f,
-                    other => return Err(format!("vCPU {id}: memory fault exit {other:?}")),
-                };
-                match resolver.resolve(&vcpu, &f, quiesced) {
-                    Ok(Resolution::Swapped { gpa, size, .. }) => {
-                        say(&format!(
-                            "vCPU {id}: swapped {size:#x} bytes at gpa {gpa:#x}"
-                        ));
-                        r.swaps += 1;
-                    }
-                    Ok(_) => r.retries += 1,
-                    Err(e) => return Err(format!("vCPU {id}: {e}")),
-                }
+            Event::TagAccess {
+                resolution: Resolution::Swapped(s),
+                ..
+            } => {
+                say(&format!(
+                    "vCPU {id}: swapped {:#x} bytes at gpa {:#x}",
+                    s.window.size, s.window.gpa
+                ));
+                r.swaps += 1;
             }
-            Ok(other) => return Err(format!("vCPU {id}: unexpected exit {other:?}")),
-            Err(e) if kvm::is_efault(&e) && resolver.retry_after_efault(epoch) => {
-                r.efault_retries += 1;
+            Event::TagAccess { .. } => r.retries += 1,
+            Event::SwapRetry => r.efault_retries += 1,
+            Event::Interrupted => {}
+            Event::Exit(other) => {
+                return ControlFlow::Break(Err(format!("vCPU {id}: unexpected exit {other:?}")))
             }
-            Err(e) => return Err(format!("vCPU {id}: KVM_RUN: {e}")),
+            _ => {}
         }
+        ControlFlow::Continue(())
+    });
+    match end {
+        Ok(Ok(())) => Ok(r),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(format!("vCPU {id}: {e}")),
     }
-    Err(format!("vCPU {id}: no end in {MAX_EXITS} exits"))
 }
 
 fn run(o: &Options) -> Result<bool, String> {
@@ -190,18 +203,15 @@ fn run(o: &Options) -> Result<bool, String> {
         "{} writers, 1 tagger, chunk {:#x}, image {IMAGE_SIZE:#x} bytes (MAP_PRIVATE file)",
         o.writers, o.chunk
     ));
-    // SAFETY: while the vCPU threads run, this thread only waits for them, and no other thread
-    // or process uses the image's memory (the file is mapped private, by this process only).
-    let quiesced = unsafe { HostQuiesced::new() };
     let failed = AtomicBool::new(false);
     let reports: Vec<Result<VcpuReport, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = vcpus
             .into_iter()
             .enumerate()
             .map(|(id, v)| {
-                let (res, q, failed) = (&resolver, &quiesced, &failed);
+                let (res, failed) = (&resolver, &failed);
                 s.spawn(move || {
-                    let r = run_vcpu(v, id as u64, o.writers, res, q, failed);
+                    let r = run_vcpu(v, id as u64, o.writers, res, failed);
                     if r.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
