@@ -180,7 +180,8 @@ impl Mm for Libc {
 
     unsafe fn copy(&self, from: usize, to: usize, len: usize) -> io::Result<()> {
         // process_vm_readv of this process: a page that cannot be read is an EFAULT, where a
-        // plain copy would take SIGBUS.
+        // plain copy would take SIGBUS. Without it (CONFIG_CROSS_MEMORY_ATTACH=n), a read of
+        // /proc/self/mem, which fails with EIO there.
         let mut done = 0;
         while done < len {
             let local = libc::iovec {
@@ -201,8 +202,13 @@ impl Mm for Libc {
                 Ok(n) => done += n,
                 Err(_) => {
                     let e = io::Error::last_os_error();
-                    if e.raw_os_error() != Some(libc::EINTR) {
-                        return Err(e);
+                    match e.raw_os_error() {
+                        Some(libc::EINTR) => {}
+                        // SAFETY: the caller's contract (this function's).
+                        Some(libc::ENOSYS) => {
+                            return unsafe { copy_by_proc_mem(from + done, to + done, len - done) }
+                        }
+                        _ => return Err(e),
                     }
                 }
             }
@@ -238,6 +244,31 @@ impl Mm for Libc {
         // SAFETY: msync reads the range's mappings and changes no memory.
         unsafe { libc::msync(addr as *mut libc::c_void, len, libc::MS_ASYNC) == 0 }
     }
+}
+
+/// [`Mm::copy`] by reading `/proc/self/mem`: `EFAULT` where `from` cannot be read.
+///
+/// # Safety
+///
+/// As [`Mm::copy`].
+unsafe fn copy_by_proc_mem(from: usize, to: usize, len: usize) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open("/proc/self/mem")?;
+    // SAFETY: `to` is the caller's writable mapping of `len` bytes that no one else uses.
+    let buf = unsafe { std::slice::from_raw_parts_mut(to as *mut u8, len) };
+    let mut done = 0;
+    while done < len {
+        match mem.read_at(&mut buf[done..], (from + done) as u64) {
+            Ok(0) => return Err(io::Error::from_raw_os_error(libc::EFAULT)),
+            Ok(n) => done += n,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                return Err(io::Error::from_raw_os_error(libc::EFAULT))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The step of a swap that failed.
@@ -723,6 +754,26 @@ pub(crate) mod tests {
         );
         assert!(e.restore.is_none() && !e.lost);
         assert_eq!(TestMap::maps_entry(m.addr).0, "rw-p");
+    }
+
+    #[test]
+    fn the_proc_mem_copy_is_faithful_and_fails_with_efault() {
+        let m = TestMap::of(4 * page(), RW, Kind::Private, 1);
+        let mut dst = vec![0u8; 4 * page()];
+        // SAFETY: `dst` is ours, and nothing else uses it.
+        unsafe { copy_by_proc_mem(m.addr, dst.as_mut_ptr() as usize, dst.len()) }.unwrap();
+        // SAFETY: the test's mapping, readable.
+        let src = unsafe { std::slice::from_raw_parts(m.addr as *const u8, m.len) };
+        assert!(dst == src);
+        let fd = m.fd.as_ref().unwrap();
+        // SAFETY: shrinking the test's own memfd: pages 1-3 of the mapping are past its end.
+        assert_eq!(
+            unsafe { libc::ftruncate(fd.as_raw_fd(), page() as libc::off_t) },
+            0
+        );
+        // SAFETY: as above.
+        let e = unsafe { copy_by_proc_mem(m.addr, dst.as_mut_ptr() as usize, dst.len()) };
+        assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EFAULT));
     }
 
     #[test]
