@@ -18,7 +18,7 @@ check_only=0
 case "$*" in
 "") ;;
 --check-dir) check_only=1 ;;
-*) die "bench.sh takes no arguments but --check-dir (got '$*'); see the README" ;;
+*) die "bench.sh takes no arguments but --check-dir (got '$*'); see docs/bench.md" ;;
 esac
 RES=${NTA_BENCH_DIR:-$TOP/bench-results}
 LIST=${NTA_BENCH_LIST:-$TOP/harness/bench.list}

@@ -8,7 +8,7 @@ LOGS=${NTA_LOGS:-$CACHE/logs}
 OUT=$CACHE/out
 mkdir -p "$CACHE" "$LOGS" "$OUT"
 
-# Pinned kernel base (see README, "Base"). These and the paths below are
+# Pinned kernel base (see docs/kernel-tree.md). These and the paths below are
 # used by the scripts that source this file.
 # shellcheck disable=SC2034
 BASE_PKG=linux-source-7.3
