@@ -133,10 +133,68 @@ pub fn build(m: &Machine) -> Result<Vec<u8>, Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
-    fn contains(hay: &[u8], needle: &[u8]) -> bool {
-        hay.windows(needle.len()).any(|w| w == needle)
+    /// The nodes of a flattened device tree (devicetree specification, chapter 5) by path,
+    /// each with its properties by name.
+    type Tree = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+    fn be32(b: &[u8], at: usize) -> usize {
+        u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize
+    }
+
+    fn parse(b: &[u8]) -> Tree {
+        assert_eq!(be32(b, 0), 0xd00d_feed, "magic");
+        assert_eq!(be32(b, 4), b.len(), "totalsize");
+        let (structs, strings) = (be32(b, 8), be32(b, 12));
+        let cstr = |at: usize| {
+            let end = at + b[at..].iter().position(|&c| c == 0).unwrap();
+            String::from_utf8(b[at..end].to_vec()).unwrap()
+        };
+        let mut tree = Tree::new();
+        let mut path: Vec<String> = Vec::new();
+        let mut at = structs;
+        loop {
+            let token = be32(b, at);
+            at += 4;
+            match token {
+                1 => {
+                    let name = cstr(at);
+                    at = (at + name.len() + 1 + 3) & !3;
+                    path.push(name);
+                    tree.insert(path.join("/"), BTreeMap::new());
+                }
+                2 => {
+                    path.pop().unwrap();
+                }
+                3 => {
+                    let (len, name) = (be32(b, at), cstr(strings + be32(b, at + 4)));
+                    let value = b[at + 8..at + 8 + len].to_vec();
+                    at = (at + 8 + len + 3) & !3;
+                    tree.get_mut(&path.join("/")).unwrap().insert(name, value);
+                }
+                4 => {}
+                9 => break,
+                t => panic!("token {t:#x} at {:#x}", at - 4),
+            }
+        }
+        assert!(path.is_empty(), "unbalanced nodes");
+        tree
+    }
+
+    fn prop<'a>(t: &'a Tree, node: &str, name: &str) -> &'a [u8] {
+        t.get(node)
+            .unwrap_or_else(|| panic!("no node {node:?} in {:?}", t.keys()))
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {node}"))
+    }
+
+    fn u64s(v: &[u8]) -> Vec<u64> {
+        v.chunks(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+            .collect()
     }
 
     #[test]
@@ -149,30 +207,56 @@ mod tests {
             pmem: Some(8 << 20),
             devmem: None,
         };
-        let b = build(&m).unwrap();
-        assert_eq!(&b[..4], &0xd00d_feed_u32.to_be_bytes());
-        for s in [
-            &b"cpu@0"[..],
-            b"cpu@1",
-            b"pmem-region",
-            b"ns16550a",
-            b"arm,gic-v3",
-            b"console=ttyS0",
-            b"memory@40000000",
-            b"linux,initrd-start",
-            b"serial0",
-        ] {
-            assert!(contains(&b, s), "{}", String::from_utf8_lossy(s));
+        let t = parse(&build(&m).unwrap());
+        assert_eq!(prop(&t, "/chosen", "bootargs"), b"console=ttyS0\0");
+        assert_eq!(
+            u64s(prop(&t, "/chosen", "linux,initrd-start")),
+            [0x4f00_0000]
+        );
+        assert_eq!(u64s(prop(&t, "/chosen", "linux,initrd-end")), [0x4f10_0000]);
+        let uart = format!("/uart@{UART:x}");
+        assert_eq!(
+            prop(&t, "/aliases", "serial0"),
+            format!("{uart}\0").as_bytes()
+        );
+        assert_eq!(
+            prop(&t, "/chosen", "stdout-path"),
+            format!("{uart}\0").as_bytes()
+        );
+        assert_eq!(prop(&t, &uart, "compatible"), b"ns16550a\0");
+        for (i, mpidr) in [0x8000_0000u64, 0x8000_0001].into_iter().enumerate() {
+            let cpu = format!("/cpus/cpu@{i:x}");
+            assert_eq!(u64s(prop(&t, &cpu, "reg")), [mpidr & 0xff_00ff_ffff]);
+            assert_eq!(prop(&t, &cpu, "enable-method"), b"psci\0");
         }
-        assert!(!contains(&b, b"memory@140000000"));
-        let b = build(&Machine {
-            devmem: Some(2 << 20),
-            pmem: None,
-            initrd: None,
-            ..m
-        })
-        .unwrap();
-        assert!(contains(&b, b"memory@140000000"));
-        assert!(!contains(&b, b"pmem-region") && !contains(&b, b"linux,initrd-start"));
+        assert!(!t.contains_key("/cpus/cpu@2"));
+        assert_eq!(
+            u64s(prop(&t, "/memory@40000000", "reg")),
+            [0x4000_0000, 256 << 20]
+        );
+        let gic = format!("/intc@{GIC_DIST:x}");
+        assert_eq!(prop(&t, &gic, "compatible"), b"arm,gic-v3\0");
+        let pmem = format!("/pmem@{PMEM_BASE:x}");
+        assert_eq!(prop(&t, &pmem, "compatible"), b"pmem-region\0");
+        assert_eq!(u64s(prop(&t, &pmem, "reg")), [PMEM_BASE, 8 << 20]);
+        assert!(!t
+            .keys()
+            .any(|k| k.starts_with("/memory@") && k != "/memory@40000000"));
+
+        let t = parse(
+            &build(&Machine {
+                devmem: Some(2 << 20),
+                pmem: None,
+                initrd: None,
+                ..m
+            })
+            .unwrap(),
+        );
+        assert_eq!(
+            u64s(prop(&t, "/memory@140000000", "reg")),
+            [0x1_4000_0000, 2 << 20]
+        );
+        assert!(!t.contains_key(&pmem));
+        assert!(!t["/chosen"].contains_key("linux,initrd-start"));
     }
 }
