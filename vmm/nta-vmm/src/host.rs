@@ -49,15 +49,19 @@ pub type PauseError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// A swap write-protects the range, copies it, and moves the copy over it with one `mremap`.
 /// vCPUs need no help: their writes in the window fail in KVM, and the vCPU loop retries them
-/// ([`crate::Resolver::retry_after_efault`]). So do writes with `process_vm_writev(2)`, which
-/// fail with `EFAULT` on the write-protected range. The host's other users are the VMM's:
+/// ([`crate::Resolver::retry_after_efault`]); KVM maps a page it looked up only if no MMU
+/// notifier invalidation (the write-protection, the move) ran meanwhile. The host's other users
+/// are the VMM's:
 ///
 /// - **CPU writers** (device emulation writing virtio buffers with `memcpy`, vm-memory's
 ///   `write_slice`, atomics on a used ring; a live-migration thread that writes the range):
 ///   a write in the window takes `SIGSEGV`;
 /// - **pinners** (VFIO DMA mappings, vhost-kernel or vhost-user back-ends, `O_DIRECT` and AIO
-///   reads into guest memory, `io_uring` fixed buffers, RDMA memory regions): they hold the old
-///   pages, and what they write after the copy is lost.
+///   reads into guest memory, `io_uring` fixed buffers, RDMA memory regions, and even
+///   `process_vm_writev(2)` or writes to `/proc/self/mem`, which pin the page, drop the lock
+///   and then write): they hold the old pages, and what they write after the copy is lost.
+///   One that pins after the write-protection gets `EFAULT`, but one that pinned just before
+///   it does not notice.
 ///
 /// Readers are safe, through the mapping or a pin: the data is the same before, during and
 /// after the swap.

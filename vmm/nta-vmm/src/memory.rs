@@ -48,8 +48,8 @@ impl Backing {
     }
 
     /// What backs a mapping of `file` with mmap flags `flags` (`MAP_SHARED` or
-    /// `MAP_PRIVATE`): shmem for a file on tmpfs (memfd included) or hugetlbfs, which hold
-    /// tags however they are mapped; a device for a character or block device; a private or
+    /// `MAP_PRIVATE`): a device for a character or block device; shmem for a file on tmpfs
+    /// (memfd included) or hugetlbfs, which hold tags however they are mapped; a private or
     /// shared file otherwise.
     ///
     /// # Errors
@@ -74,10 +74,11 @@ impl Backing {
         }
         let ft = meta.file_type();
         Ok(
-            if st.f_type == libc::TMPFS_MAGIC || st.f_type == libc::HUGETLBFS_MAGIC {
-                Backing::Shmem
-            } else if ft.is_char_device() || ft.is_block_device() {
+            // A device node's file system (devtmpfs: tmpfs) says nothing of its memory.
+            if ft.is_char_device() || ft.is_block_device() {
                 Backing::Device(path)
+            } else if st.f_type == libc::TMPFS_MAGIC || st.f_type == libc::HUGETLBFS_MAGIC {
+                Backing::Shmem
             } else if flags & libc::MAP_SHARED == 0 {
                 Backing::PrivateFile(path)
             } else {
@@ -507,6 +508,32 @@ mod tests {
     fn add(m: &mut TagMemory, r: Region) -> Result<()> {
         // SAFETY: these tests resolve no fault, so nothing relies on the host addresses.
         unsafe { m.add(r) }
+    }
+
+    #[test]
+    fn backings_are_told_apart() {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        // A device node, though devtmpfs is a tmpfs.
+        let b = Backing::of_file(&null, libc::MAP_SHARED).unwrap();
+        assert_eq!(b, Backing::Device("/dev/null".into()));
+        let fd = crate::swap::tests::memfd(4096);
+        let memfd = std::fs::File::from(fd);
+        assert_eq!(
+            Backing::of_file(&memfd, libc::MAP_SHARED).unwrap(),
+            Backing::Shmem
+        );
+        assert_eq!(
+            Backing::of_file(&memfd, libc::MAP_PRIVATE).unwrap(),
+            Backing::Shmem
+        );
+        // A file on the file system of this test binary (a disk, not tmpfs, where it is built).
+        let exe = std::env::current_exe().unwrap();
+        let f = std::fs::File::open(&exe).unwrap();
+        match Backing::of_file(&f, libc::MAP_PRIVATE).unwrap() {
+            Backing::PrivateFile(p) => assert_eq!(p, exe.canonicalize().unwrap()),
+            Backing::Shmem => {} // a test binary on tmpfs (the guest's initramfs)
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

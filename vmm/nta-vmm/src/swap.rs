@@ -319,8 +319,8 @@ pub(crate) struct SwapError {
 ///
 /// `[addr, addr + len)` must be page-aligned memory of this process that the caller may
 /// replace, and no one may write it with a CPU access, write it through a pin, or map or unmap
-/// it until this returns (see [`crate::HostUsers`]); vCPUs and `process_vm_writev` writers may
-/// go on: their writes fail with `EFAULT` in the window.
+/// it until this returns (see [`crate::HostUsers`]; pinning writers include
+/// `process_vm_writev`); vCPUs may go on: their writes fail in KVM in the window.
 pub(crate) unsafe fn swap_range(
     mm: &impl Mm,
     addr: usize,
@@ -356,10 +356,20 @@ pub(crate) unsafe fn swap_range(
             lost: false,
         }
     };
-    // SAFETY: the replacement is a fresh read-write mapping of `len` bytes that only this
-    // function knows of; the range is readable and no one writes it (write-protected, and the
-    // contract above), so the copy is of data that stays as copied.
-    if let Err(e) = unsafe { mm.copy(addr, repl.addr, len) } {
+    let copied = if new.flags.pfnmap {
+        // Device memory: the kernel cannot pin it for process_vm_readv, and it has no file to
+        // be truncated; read with the CPU. (A driver revoking the mapping meanwhile makes this
+        // a SIGBUS, as it makes any access of the VMM's to it.)
+        // SAFETY: as for `mm.copy` below; the range is readable memory of this process.
+        unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, repl.addr as *mut u8, len) };
+        Ok(())
+    } else {
+        // SAFETY: the replacement is a fresh read-write mapping of `len` bytes that only this
+        // function knows of; the range is readable and no one writes it (write-protected, and
+        // the contract above), so the copy is of data that stays as copied.
+        unsafe { mm.copy(addr, repl.addr, len) }
+    };
+    if let Err(e) = copied {
         return Err(undo(Step::Copy, e));
     }
     if prot != libc::PROT_READ | libc::PROT_WRITE {

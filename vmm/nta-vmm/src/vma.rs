@@ -27,6 +27,9 @@ pub(crate) struct VmaFlags {
     /// Registered with userfaultfd (`um`, `uw`, `ui`): the registration does not follow the
     /// new memory.
     pub(crate) userfaultfd: bool,
+    /// A PFN or I/O mapping (`pf`, `io`: device memory), which the kernel cannot pin: the
+    /// copy reads it with the CPU.
+    pub(crate) pfnmap: bool,
 }
 
 impl VmaFlags {
@@ -42,6 +45,7 @@ impl VmaFlags {
                 "mg" => f.mergeable = true,
                 "lo" => f.locked = true,
                 "um" | "uw" | "ui" => f.userfaultfd = true,
+                "pf" | "io" => f.pfnmap = true,
                 _ => {}
             }
         }
