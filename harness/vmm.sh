@@ -27,11 +27,12 @@ rust_vmm_patches() {
 	local rv=$OUT/rust-vmm reg crate patch
 	cargo_root cargo fetch --locked || return
 	rm -rf "$rv" && mkdir -p "$rv" && cp -r "$TOP/vmm" "$rv/ws" || return
-	reg=$(find "$CACHE/cargo/registry/src" -mindepth 1 -maxdepth 1 -type d | head -n 1)
+	# The .crate archives as the registry delivered them (cargo fetch keeps them).
+	reg=$(find "$CACHE/cargo/registry/cache" -mindepth 1 -maxdepth 1 -type d | head -n 1)
 	for patch in "$TOP"/vmm/rust-vmm/*.patch; do
 		crate=$(basename "$patch" -mte-perm.patch)
-		[ -d "$reg/$crate" ] || { echo "error: $crate is not in $reg"; return 1; }
-		cp -r "$reg/$crate" "$rv/$crate" &&
+		[ -f "$reg/$crate.crate" ] || { echo "error: $crate.crate is not in $reg"; return 1; }
+		tar -xzf "$reg/$crate.crate" -C "$rv" &&
 			(cd "$rv/$crate" && git apply --verbose "$patch") || return
 	done
 	# shellcheck disable=SC2016 # expanded by the inner shell
