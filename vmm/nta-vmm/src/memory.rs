@@ -650,6 +650,99 @@ mod tests {
         assert!(m.lookup(0x8001_f000).unwrap().tag_capable);
     }
 
+    /// A bounded property test: random adds, removes and marks on a map of 64 pages, checked
+    /// page by page against a plain array after every step.
+    #[test]
+    fn edits_agree_with_a_page_by_page_model() {
+        const PAGES: u64 = 64;
+        const P: u64 = 4096;
+        // xorshift64*: reproducible without a crate.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        };
+        // Per page: its slot, whether it is tag-capable, and the first page of its part.
+        type Page = Option<(u32, bool, u64)>;
+        let (mut adds, mut marks) = (0, 0);
+        for round in 0..200 {
+            let mut m = TagMemory::new(P).unwrap();
+            let mut model: Vec<Page> = vec![None; PAGES as usize];
+            for step in 0..40 {
+                let (a, b) = (next(PAGES), next(PAGES));
+                let (first, end) = (a.min(b), a.max(b) + 1);
+                let slot = next(6) as u32;
+                let at = format!("round {round} step {step}");
+                match next(3) {
+                    0 => {
+                        let backing = if next(2) == 0 {
+                            file()
+                        } else {
+                            Backing::Anonymous
+                        };
+                        let tc = backing.tag_capable();
+                        let free = model[first as usize..end as usize]
+                            .iter()
+                            .all(Option::is_none);
+                        let unused = model.iter().flatten().all(|&(s, _, _)| s != slot);
+                        let got = add(&mut m, region(slot, first * P, (end - first) * P, backing));
+                        assert_eq!(got.is_ok(), free && unused, "{at}");
+                        if got.is_ok() {
+                            adds += 1;
+                            for e in &mut model[first as usize..end as usize] {
+                                *e = Some((slot, tc, first));
+                            }
+                        }
+                    }
+                    1 => {
+                        let had = model.iter().flatten().any(|&(s, _, _)| s == slot);
+                        assert_eq!(m.remove(slot).is_some(), had, "{at}");
+                        for e in &mut model {
+                            if e.is_some_and(|(s, _, _)| s == slot) {
+                                *e = None;
+                            }
+                        }
+                    }
+                    _ => {
+                        let got = m.mark_tag_capable(first * P, (end - first) * P);
+                        let Some((s, tc, part)) = model[first as usize] else {
+                            assert!(matches!(got, Err(Error::NoRegion { .. })), "{at}: {got:?}");
+                            continue;
+                        };
+                        let range = &model[first as usize..end as usize];
+                        if !range.iter().all(|e| e.is_some_and(|(_, _, p)| p == part)) {
+                            assert!(matches!(got, Err(Error::OutsideRegion { .. })), "{at}");
+                            continue;
+                        }
+                        assert!(got.is_ok(), "{at}: {got:?}");
+                        if tc {
+                            continue;
+                        }
+                        marks += 1;
+                        for e in &mut model[first as usize..end as usize] {
+                            *e = Some((s, true, first));
+                        }
+                        for e in model[end as usize..].iter_mut() {
+                            match e {
+                                Some((t, false, p)) if *t == s && *p == part => *p = end,
+                                _ => break,
+                            }
+                        }
+                    }
+                }
+                for (p, want) in model.iter().enumerate() {
+                    let got = m.lookup(p as u64 * P + 8).ok();
+                    let got = got.map(|f| (f.region.slot, f.tag_capable, f.part.0 / P));
+                    assert_eq!(got, *want, "{at}, page {p}");
+                }
+            }
+        }
+        // The random walk reached what it is for.
+        assert!(adds > 500 && marks > 100, "{adds} adds, {marks} marks");
+    }
+
     #[test]
     fn many_regions_are_found() {
         let mut m = TagMemory::new(4096).unwrap();

@@ -1382,6 +1382,81 @@ mod tests {
     }
 
     #[test]
+    fn regions_are_unplugged_and_plugged_while_faults_are_resolved() {
+        let pages = 64u64;
+        let (a, b) = (
+            TestMap::new((pages * page()) as usize, RW, false),
+            TestMap::new((pages * page()) as usize, RW, false),
+        );
+        let gpa_b = GPA + 0x1000_0000;
+        let reg_b = || Region::new(4, gpa_b, b.len as u64, b.addr as u64, private(), RW);
+        let mut mem = memory(&a, 3, private(), RW).unwrap();
+        // SAFETY: the test's own mapping, alive while the map is used, and may be replaced.
+        unsafe { mem.add(reg_b()) }.unwrap();
+        let r = Resolver::builder(Policy::MakeTaggable)
+            .chunk(page())
+            .host_probe(false)
+            .build(mem)
+            .unwrap();
+        let q = quiesced();
+        let (unplugs, gone, found) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        );
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // A vCPU of region A, swapping page by page.
+            let vcpu_a = s.spawn(|| {
+                for i in 0..pages {
+                    let got = r.resolve(&FakeVcpu::default(), &fault(GPA + i * page()), &q);
+                    assert!(matches!(got, Ok(Resolution::Swapped(_))), "{got:?}");
+                }
+            });
+            // A vCPU of region B, whose region comes and goes.
+            let vcpu_b = s.spawn(|| {
+                let mut i = 0;
+                while !done.load(SeqCst) {
+                    match r.resolve(&FakeVcpu::default(), &fault(gpa_b + i * page()), &q) {
+                        Ok(Resolution::Swapped(_)) => {
+                            found.fetch_add(1, SeqCst);
+                        }
+                        Ok(Resolution::Retry) => {}
+                        Err(Error::NoRegion { .. }) => {
+                            gone.fetch_add(1, SeqCst);
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                    i = (i + 1) % pages;
+                }
+            });
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(1));
+                let old = r.with_memory(|m| m.remove(4)).expect("region B is there");
+                assert_eq!(old.slot, 4);
+                unplugs.fetch_add(1, SeqCst);
+                std::thread::sleep(Duration::from_millis(1));
+                // SAFETY: as above.
+                r.with_memory(|m| unsafe { m.add(reg_b()) }).unwrap();
+            }
+            done.store(true, SeqCst);
+            vcpu_a.join().unwrap();
+            vcpu_b.join().unwrap();
+        });
+        assert!(a.pattern_intact() && b.pattern_intact());
+        assert_eq!(unplugs.load(SeqCst), 20);
+        r.with_memory(|m| {
+            assert!(m.lookup(GPA + (pages - 1) * page()).unwrap().tag_capable);
+            // Plugged again at the end.
+            assert_eq!(m.lookup(gpa_b).unwrap().region.slot, 4);
+        });
+        eprintln!(
+            "{} of region B's faults found it unplugged",
+            gone.load(SeqCst)
+        );
+    }
+
+    #[test]
     fn a_vmm_call_is_retried_across_a_swap_only() {
         let m = TestMap::new(2 * page() as usize, RW, false);
         let r = resolver(&m, private(), RW, Resolver::builder(Policy::MakeTaggable)).unwrap();
