@@ -64,13 +64,24 @@ if [ "${1:-}" = --host ]; then
 		grep -A8 -E '^(warning|error)' "$LOGS/vmm-clippy.log" | head -n 30 >&2
 	fi
 	# The hypervisor-neutral part alone (no kvm-ioctls, no vm-memory), as crosvm would use it.
+	# And with its default features alone (kvm, vm-memory; no unstable-uapi).
 	if cargo_root sh -c 'cargo clippy --locked -p nta-vmm --no-default-features --all-targets \
 		-- -D warnings && cargo clippy --locked -p nta-vmm --no-default-features \
-		--features unstable-uapi --all-targets -- -D warnings' >"$LOGS/vmm-neutral.log" 2>&1; then
-		verdict pass "nta-vmm without its kvm and vm-memory features: builds, clippy clean"
+		--features unstable-uapi --all-targets -- -D warnings &&
+		cargo clippy --locked -p nta-vmm --all-targets -- -D warnings' \
+		>"$LOGS/vmm-neutral.log" 2>&1; then
+		verdict pass "nta-vmm without kvm and vm-memory, and without unstable-uapi: clippy clean"
 	else
-		verdict fail "nta-vmm without its kvm and vm-memory features: see $LOGS/vmm-neutral.log"
+		verdict fail "nta-vmm's feature combinations: see $LOGS/vmm-neutral.log"
 		grep -A8 -E '^(warning|error)' "$LOGS/vmm-neutral.log" | head -n 30 >&2
+	fi
+	# Publishable, but for publish = false until the series is merged: cargo package packs
+	# and builds it as crates.io would (cargo publish --dry-run stops at publish = false).
+	if cargo_root cargo package --offline -p nta-vmm >"$LOGS/vmm-package.log" 2>&1; then
+		verdict pass "nta-vmm: cargo package builds the packed crate"
+	else
+		verdict fail "nta-vmm: cargo package: see $LOGS/vmm-package.log"
+		grep -A8 -E '^(warning|error)' "$LOGS/vmm-package.log" | head -n 30 >&2
 	fi
 	# The oldest and newest vm-memory nta-vmm claims (its Cargo.toml), with the build root's
 	# Rust, through vmm/version-check (a VMM's use of it, with its own lock file).

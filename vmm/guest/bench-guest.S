@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/* SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause */
 /*
  * The benchmark's guest: bare-metal AArch64 at EL1, loaded at RAM_BASE by
  * nta-bench, which also writes its level-1 translation table at TABLE

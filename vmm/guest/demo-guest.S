@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/* SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause */
 /*
  * The demo's guest: bare-metal AArch64 at EL1, loaded at RAM_BASE by nta-demo,
  * which also writes its level-1 translation table at TABLE (1 GiB blocks:

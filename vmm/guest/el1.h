@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/* SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause */
 /*
  * What the bare-metal guests in this directory share: the memory map the
  * VMM gives them (vmm/src/bin/common/arm64.rs), turning on their MMU with

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/* SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause */
 /*
  * The concurrent writers' guest: bare-metal AArch64 at EL1 on several vCPUs,
  * loaded at RAM_BASE by nta-demo --writers, which starts every vCPU there.

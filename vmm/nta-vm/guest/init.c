@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 /*
  * PID 1 of nta-vm's test guest: an MTE workload, a check of the pmem filesystem, then
  * power-off with the verdict written to nta-vm's status register.

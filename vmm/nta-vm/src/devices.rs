@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The guest's MMIO devices: a 16550 UART (vm-superio) on stdout and nta-vm's status
 //! register; and the run's counters.
 

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The guest's device tree, written with vm-fdt.
 
 use vm_fdt::{Error, FdtWriter};

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The arm64 Image header (Documentation/arch/arm64/booting.rst), read for the map layout,
 //! which cannot use linux-loader: its loader copies the image into guest memory.
 

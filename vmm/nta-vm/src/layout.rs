@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The guest's physical address map, and where the kernel, initrd and device tree go.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! nta-vm: a minimal arm64 microVM on the rust-vmm crates (kvm-ioctls, vm-memory,
 //! linux-loader, vm-fdt, vm-superio) that boots a Linux MTE guest whose kernel image, pmem
 //! and device memory may have no tag storage, resolving its tag accesses with nta-vmm.

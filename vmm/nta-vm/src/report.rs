@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! What nta-vm says when the guest is done: on stderr for people, in `--stats` for scripts.
 
 use std::fmt::Write as _;

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The VMM's side of a swap: pausing the host's own users of the range while it is replaced.
 
 use std::os::fd::OwnedFd;

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The KVM-specific part, on kvm-ioctls (feature `kvm`): enabling the capabilities, registering
 //! memslots, the vCPU loop, injecting an abort. Everything else in this crate is
 //! hypervisor-neutral.
@@ -7,6 +7,7 @@
 //! version is part of this module's API, and the crate re-exports the versions it uses as
 //! [`kvm_ioctls`] and [`kvm_bindings`]. Errors carry `std::io::Error`, not kvm-ioctls' type.
 
+#[cfg(feature = "unstable-uapi")]
 use std::ops::ControlFlow;
 
 pub use kvm_bindings;
@@ -24,7 +25,9 @@ use crate::{
     },
     Backing, Region,
 };
-use crate::{Error, HostUsers, Resolution, Resolver, Result, TagAccessFault, Vcpu};
+use crate::{Error, Resolution, Result, TagAccessFault, Vcpu};
+#[cfg(feature = "unstable-uapi")]
+use crate::{HostUsers, Resolver};
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // a reference to what kvm-ioctls returns
 fn kvm_error(op: KvmOp, e: &kvm_ioctls::Error) -> Error {

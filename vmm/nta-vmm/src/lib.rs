@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! VMM-side support for `KVM_CAP_ARM_MTE_PERM`: giving an MTE guest memory that cannot hold
 //! Allocation Tags, which KVM maps `NoTagAccess`, and resolving the guest's tag accesses to it.
 //!
@@ -43,6 +43,16 @@ pub use policy::{
     ParsePolicyError, Policy, Replacement, Resolution, Resolver, ResolverBuilder, SwappedRange,
     Vcpu, DEFAULT_CHUNK, DEFAULT_MAX_REPEATS,
 };
+
+/// The README's example, compiled as a doctest.
+#[cfg(all(
+    doctest,
+    feature = "kvm",
+    feature = "vm-memory",
+    feature = "unstable-uapi"
+))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// Result type of this crate.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The guest's memory map as far as tags are concerned: regions (one per memslot), what backs
 //! them and which parts are tag-capable, looked up in O(log n).
 

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Policies for tag accesses, and the resolver that applies them; hypervisor-neutral.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Replacing a range of this process's memory by tag-capable memory with the same data, in a
 //! way that a concurrent writer cannot lose a write.
 

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The UAPI of `KVM_CAP_ARM_MTE_PERM`, until kvm-bindings carries it (feature `unstable-uapi`).
 //!
 //! Values from `include/uapi/linux/kvm.h` and `arch/arm64/include/uapi/asm/kvm.h` of the kernel

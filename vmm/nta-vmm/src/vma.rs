@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! What the kernel says about this process's mappings of a range: the properties a swap must
 //! keep, or cannot keep and refuses.
 

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! nta-vmm used with the guest memory types of Firecracker (`GuestMemoryMmap<Option<
 //! AtomicBitmap>>`) and cloud-hypervisor (`GuestMemoryMmap<AtomicBitmap>`), for whichever
 //! vm-memory version the lock file holds.

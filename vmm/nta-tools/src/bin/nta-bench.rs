@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! nta-bench: what NoTagAccess costs on the stage-2 fault path and what it saves against
 //! copying an image into tag-capable memory. Runs on an arm64 host with KVM (an L1 guest under
 //! QEMU here); prints CSV rows that harness/benchreport.py turns into tables and a plot.

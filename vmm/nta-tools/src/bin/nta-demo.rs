@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! nta-demo: an MTE guest whose memory includes an image mapped straight from a file (no copy),
 //! the way libkrun maps a kernel out of a library; its tag accesses to that image are resolved
 //! with the chosen policy. Runs on an arm64 host (an L1 guest under QEMU here).

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! What the kvm-bindings and kvm-ioctls patches add, used as nta-vmm would use it once they
 //! are merged (arm64: the additions are arm64-only).
 #![cfg(target_arch = "aarch64")]

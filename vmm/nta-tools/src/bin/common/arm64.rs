@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! What nta-demo and nta-bench share: host mappings, memslots, the guest's stage-1 table and
 //! its vCPU (arm64 only).
 

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The benchmark itself (arm64 only).
 //!
 //! Every point boots a fresh VM, so its stage 2 starts empty, and the guest times its own work

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! How much of an address range the host maps with PMDs, from /proc/self/smaps (built on
 //! every target, so that the host tests it).
 

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT OR Apache-2.0
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `nta-demo --writers N`: vCPUs keep writing a NoTagAccess image while another vCPU's tag
 //! accesses make the resolver swap the chunks they write; every write must survive (arm64 only).
 
