@@ -38,7 +38,7 @@ mod vma;
 pub use error::{Error, Feature, KvmOp, RegionProblem, Syscall, Unkeepable};
 pub use fault::TagAccessFault;
 pub use host::{HostUsers, MemfdRange, PauseError, SwapWindow, Swapped};
-pub use memory::{Backing, Found, Region, TagMemory};
+pub use memory::{Access, Backing, Found, Region, TagMemory};
 pub use policy::{
     ParsePolicyError, Policy, Replacement, Resolution, Resolver, ResolverBuilder, SwappedRange,
     Vcpu, DEFAULT_CHUNK, DEFAULT_MAX_REPEATS,

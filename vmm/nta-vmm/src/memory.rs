@@ -119,6 +119,40 @@ impl fmt::Display for Backing {
     }
 }
 
+/// How the host maps a region, which a swap keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Access {
+    /// `PROT_READ` (a read-only memslot's memory, say).
+    ReadOnly,
+    /// `PROT_READ | PROT_WRITE`.
+    ReadWrite,
+}
+
+impl Access {
+    /// The access of an mmap protection: `None` for one that is neither readable nor writable
+    /// (`PROT_NONE`); `PROT_EXEC` is not kept.
+    #[must_use]
+    pub fn from_prot(prot: i32) -> Option<Self> {
+        if prot & libc::PROT_WRITE != 0 {
+            Some(Access::ReadWrite)
+        } else if prot & libc::PROT_READ != 0 {
+            Some(Access::ReadOnly)
+        } else {
+            None
+        }
+    }
+
+    /// The mmap protection.
+    #[must_use]
+    pub fn prot(self) -> i32 {
+        match self {
+            Access::ReadOnly => libc::PROT_READ,
+            Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        }
+    }
+}
+
 /// A guest memory region as the VMM registered it with KVM (one memslot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -133,8 +167,8 @@ pub struct Region {
     pub host_addr: u64,
     /// What backs it.
     pub backing: Backing,
-    /// The protection of its host mapping (`PROT_READ`, `PROT_WRITE`), which a swap keeps.
-    pub prot: i32,
+    /// How its host mapping may be accessed, which a swap keeps.
+    pub access: Access,
     /// Its own policy, instead of the resolver's.
     pub policy: Option<Policy>,
     /// Whether a device or another process has long-term DMA access to it (a VFIO container
@@ -144,8 +178,7 @@ pub struct Region {
 
 impl Region {
     /// Memslot `slot`: `size` bytes at guest address `gpa` and host address `host_addr`,
-    /// backed by `backing`, mapped with protection `prot`; the resolver's policy, not
-    /// DMA-registered.
+    /// backed by `backing`, mapped for `access`; the resolver's policy, not DMA-registered.
     #[must_use]
     pub fn new(
         slot: u32,
@@ -153,7 +186,7 @@ impl Region {
         size: u64,
         host_addr: u64,
         backing: Backing,
-        prot: i32,
+        access: Access,
     ) -> Self {
         Region {
             slot,
@@ -161,7 +194,7 @@ impl Region {
             size,
             host_addr,
             backing,
-            prot,
+            access,
             policy: None,
             dma_registered: false,
         }
@@ -191,7 +224,7 @@ impl Region {
         slot: u32,
         region: &R,
         backing: Backing,
-        prot: i32,
+        access: Access,
     ) -> Result<Self> {
         let host = region
             .get_host_address(MemoryRegionAddress(0))
@@ -205,7 +238,7 @@ impl Region {
             region.len(),
             host as u64,
             backing,
-            prot,
+            access,
         ))
     }
 
@@ -214,12 +247,16 @@ impl Region {
     ///
     /// # Errors
     ///
-    /// As [`Backing::of_mmap_region`] and [`Region::of`].
+    /// As [`Backing::of_mmap_region`] and [`Region::of`]; [`Error::BadRegion`] for a
+    /// `PROT_NONE` mapping.
     #[cfg(feature = "vm-memory")]
     pub fn of_mmap<B: Bitmap>(slot: u32, region: &GuestRegionMmap<B>) -> Result<Self> {
         let backing = Backing::of_mmap_region(region)?;
-        let prot = region.prot();
-        Self::of(slot, region, backing, prot)
+        let access = Access::from_prot(region.prot()).ok_or(Error::BadRegion {
+            slot,
+            problem: RegionProblem::Inaccessible,
+        })?;
+        Self::of(slot, region, backing, access)
     }
 }
 
@@ -341,9 +378,6 @@ impl TagMemory {
             return Err(bad(RegionProblem::Wraps));
         }
         let end = end.unwrap_or_default();
-        if region.prot & (libc::PROT_READ | libc::PROT_WRITE) == 0 {
-            return Err(bad(RegionProblem::Inaccessible));
-        }
         if self.regions.contains_key(&region.slot) {
             return Err(bad(RegionProblem::DuplicateSlot));
         }
@@ -486,7 +520,7 @@ mod tests {
 
     fn region(slot: u32, gpa: u64, size: u64, backing: Backing) -> Region {
         let host = 0x7f00_0000_0000_u64.wrapping_add(gpa);
-        Region::new(slot, gpa, size, host, backing, RW)
+        Region::new(slot, gpa, size, host, backing, Access::ReadWrite)
     }
 
     fn file() -> Backing {
@@ -597,9 +631,12 @@ mod tests {
                 other => panic!("expected {want:?}, got {other:?}"),
             }
         }
-        let mut none = region(2, 0x9000_0000, 0x1000, dev());
-        none.prot = libc::PROT_NONE;
-        assert!(add(&mut m, none).is_err());
+        assert_eq!(Access::from_prot(libc::PROT_NONE), None);
+        assert_eq!(Access::from_prot(libc::PROT_READ), Some(Access::ReadOnly));
+        assert_eq!(
+            Access::from_prot(RW | libc::PROT_EXEC),
+            Some(Access::ReadWrite)
+        );
         assert!(add(&mut m, region(2, 0x9000_0000, 0x1000, dev())).is_ok());
     }
 
@@ -778,7 +815,7 @@ mod tests {
         let f = m.lookup(0x8001_0000).unwrap();
         assert_eq!(f.region.slot, 2);
         assert_eq!(f.region.backing, Backing::Anonymous);
-        assert_eq!(f.region.prot, RW);
+        assert_eq!(f.region.access, Access::ReadWrite);
         assert!(f.tag_capable);
     }
 }

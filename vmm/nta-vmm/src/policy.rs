@@ -553,7 +553,7 @@ impl Resolver {
         // DMA-registered region `covers_dma` says the same of its DMA users; vCPU threads may
         // run: the swap write-protects the range first, so their writes fault and are retried
         // after the swap (retry_after_efault, which the odd epoch makes them wait in).
-        let r = unsafe { swap::swap_range(mm, host_usize, size_usize, region.prot, &new) };
+        let r = unsafe { swap::swap_range(mm, host_usize, size_usize, region.access.prot(), &new) };
         self.bump_epoch();
         let r = r.map(|fd| Swapped {
             window,
@@ -656,7 +656,7 @@ fn swap_error(e: SwapError, gpa: u64, size: u64) -> Error {
 mod tests {
     use super::*;
     use crate::swap::tests::{Failing, TestMap};
-    use crate::{Backing, Region};
+    use crate::{Access, Backing, Region};
     use std::cell::Cell;
     use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 
@@ -724,13 +724,14 @@ mod tests {
 
     /// The memory map of one region at GPA (memslot `slot`), backed by `m`.
     fn memory(m: &TestMap, slot: u32, backing: Backing, prot: i32) -> Result<TagMemory> {
+        let access = crate::Access::from_prot(prot).expect("a readable test mapping");
         region_memory(Region::new(
             slot,
             GPA,
             m.len as u64,
             m.addr as u64,
             backing,
-            prot,
+            access,
         ))
     }
 
@@ -1052,8 +1053,15 @@ mod tests {
     #[test]
     fn a_region_policy_overrides_the_resolvers() {
         let m = TestMap::new(4 * page() as usize, RW, false);
-        let reg = Region::new(3, GPA, m.len as u64, m.addr as u64, private(), RW)
-            .with_policy(Policy::Inject);
+        let reg = Region::new(
+            3,
+            GPA,
+            m.len as u64,
+            m.addr as u64,
+            private(),
+            Access::ReadWrite,
+        )
+        .with_policy(Policy::Inject);
         let r = Resolver::builder(Policy::MakeTaggable)
             .host_probe(false)
             .build(region_memory(reg).unwrap())
@@ -1067,8 +1075,15 @@ mod tests {
     #[test]
     fn dma_registered_regions_need_a_contract_that_covers_dma() {
         let m = TestMap::new(4 * page() as usize, RW, false);
-        let reg = Region::new(3, GPA, m.len as u64, m.addr as u64, private(), RW)
-            .with_dma_registered(true);
+        let reg = Region::new(
+            3,
+            GPA,
+            m.len as u64,
+            m.addr as u64,
+            private(),
+            Access::ReadWrite,
+        )
+        .with_dma_registered(true);
         let b = Resolver::builder(Policy::MakeTaggable).replacement(Replacement::Memfd);
         let r = b
             .host_probe(false)
@@ -1389,7 +1404,16 @@ mod tests {
             TestMap::new((pages * page()) as usize, RW, false),
         );
         let gpa_b = GPA + 0x1000_0000;
-        let reg_b = || Region::new(4, gpa_b, b.len as u64, b.addr as u64, private(), RW);
+        let reg_b = || {
+            Region::new(
+                4,
+                gpa_b,
+                b.len as u64,
+                b.addr as u64,
+                private(),
+                Access::ReadWrite,
+            )
+        };
         let mut mem = memory(&a, 3, private(), RW).unwrap();
         // SAFETY: the test's own mapping, alive while the map is used, and may be replaced.
         unsafe { mem.add(reg_b()) }.unwrap();

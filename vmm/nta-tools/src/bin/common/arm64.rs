@@ -4,7 +4,7 @@
 
 use kvm_bindings::kvm_vcpu_init;
 use kvm_ioctls::{VcpuFd, VmFd};
-use nta_vmm::{Backing, HostUsers, PauseError, Region, SwapWindow, Swapped, TagMemory};
+use nta_vmm::{Access, Backing, HostUsers, PauseError, Region, SwapWindow, Swapped, TagMemory};
 
 /// Where the guest program and its RAM start.
 pub const RAM_BASE: u64 = 0x4000_0000;
@@ -65,8 +65,19 @@ impl Drop for Mapping {
 }
 
 /// The region `m` is as memslot `slot` at `gpa`, backed by `backing`.
-fn region_of(slot: u32, gpa: u64, m: &Mapping, backing: Backing) -> Region {
-    Region::new(slot, gpa, m.len as u64, m.addr as u64, backing, m.prot)
+fn region_of(slot: u32, gpa: u64, m: &Mapping, backing: Backing) -> nta_vmm::Result<Region> {
+    let access = Access::from_prot(m.prot).ok_or(nta_vmm::Error::BadRegion {
+        slot,
+        problem: nta_vmm::RegionProblem::Inaccessible,
+    })?;
+    Ok(Region::new(
+        slot,
+        gpa,
+        m.len as u64,
+        m.addr as u64,
+        backing,
+        access,
+    ))
 }
 
 /// The tools' host users of guest memory while vCPUs run: none.
@@ -95,7 +106,7 @@ pub fn set_slot(
     mte_perm: bool,
 ) -> nta_vmm::Result<()> {
     // SAFETY: the caller keeps the mapping alive as long as the VM.
-    unsafe { nta_vmm::kvm::set_memslot(vm, &region_of(slot, gpa, m, backing), mte_perm, 0) }
+    unsafe { nta_vmm::kvm::set_memslot(vm, &region_of(slot, gpa, m, backing)?, mte_perm, 0) }
 }
 
 /// `e` with the errors under it, as one line: "KVM_SET_USER_MEMORY_REGION2(slot 1) failed:
@@ -132,7 +143,8 @@ pub fn two_slots(
         // SAFETY: `m` is this process's mapping with protection `m.prot` holding memslot
         // `slot`, which the caller keeps alive while it resolves faults (see above) and which
         // nothing else relies on staying the same memory.
-        unsafe { mem.add(region_of(slot, gpa, m, b)) }.map_err(|e| e.to_string())?;
+        unsafe { mem.add(region_of(slot, gpa, m, b).map_err(|e| e.to_string())?) }
+            .map_err(|e| e.to_string())?;
     }
     Ok(mem)
 }
