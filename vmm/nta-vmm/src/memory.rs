@@ -560,6 +560,17 @@ mod tests {
             Backing::of_file(&memfd, libc::MAP_PRIVATE).unwrap(),
             Backing::Shmem
         );
+        // A hugetlbfs file (no mount needed, no huge page either until it is touched).
+        // SAFETY: a NUL-terminated name; the new descriptor is owned below.
+        let fd = unsafe { libc::memfd_create(c"nta-vmm-test".as_ptr(), libc::MFD_HUGETLB) };
+        let e = std::io::Error::last_os_error();
+        assert!(fd >= 0, "memfd_create(MFD_HUGETLB): {e} (no hugetlbfs?)");
+        // SAFETY: a new descriptor, owned from here.
+        let huge = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        assert_eq!(
+            Backing::of_file(&huge, libc::MAP_SHARED).unwrap(),
+            Backing::Shmem
+        );
         // A file on the file system of this test binary (a disk, not tmpfs, where it is built).
         let exe = std::env::current_exe().unwrap();
         let f = std::fs::File::open(&exe).unwrap();
