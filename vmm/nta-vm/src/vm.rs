@@ -7,7 +7,8 @@ use std::mem::offset_of;
 use std::ops::ControlFlow;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -502,6 +503,8 @@ fn load(
 }
 
 enum Event {
+    /// The run ended elsewhere and this vCPU was stopped.
+    Stopped,
     Off,
     Reset,
     Crash,
@@ -513,6 +516,56 @@ struct Shared {
     resolver: Option<Resolver>,
     mem: &'static GuestMemoryMmap,
     events: mpsc::Sender<Event>,
+    /// Set when the run ends: each vCPU thread stops at its next event.
+    stop: AtomicBool,
+}
+
+/// The signal that kicks a vCPU thread out of `KVM_RUN` (`EINTR`) when the run ends.
+const KICK: libc::c_int = libc::SIGUSR1;
+
+extern "C" fn on_kick(_: libc::c_int) {}
+
+/// Installs the kick's handler: it does nothing, and without `SA_RESTART` a `KVM_RUN` it
+/// interrupts returns `EINTR`.
+fn install_kick() -> Result<(), VmError> {
+    // SAFETY: an all-zero sigaction is a valid value to fill in.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = on_kick as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler is async-signal-safe (it does nothing); `sa` is initialised.
+    if unsafe { libc::sigaction(KICK, &sa, std::ptr::null_mut()) } != 0 {
+        return Err(host(format!(
+            "sigaction: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Stops every vCPU thread: sets `stop`, then signals the threads still running every
+/// 10 ms (a kick that lands outside `KVM_RUN` is lost, the next one is not) and joins them.
+/// Returns how many were joined, and how many did not end within 2 s.
+fn stop_vcpus(s: &Shared, threads: Vec<std::thread::JoinHandle<()>>) -> (usize, usize) {
+    use std::os::unix::thread::JoinHandleExt;
+    s.stop.store(true, SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        for t in threads.iter().filter(|t| !t.is_finished()) {
+            // SAFETY: the thread is not joined yet, so its pthread_t is valid; the signal's
+            // handler does nothing.
+            unsafe { libc::pthread_kill(t.as_pthread_t(), KICK) };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (mut joined, mut stuck) = (0, 0);
+    for t in threads {
+        if t.is_finished() {
+            let _ = t.join();
+            joined += 1;
+        } else {
+            stuck += 1;
+        }
+    }
+    (joined, stuck)
 }
 
 impl Shared {
@@ -542,6 +595,9 @@ unsafe impl HostUsers for NoHostUsers {
 /// Handles one event of the vCPU loop: `Break` ends the run with that event.
 fn on_event(s: &Shared, ev: RunEvent<'_>) -> ControlFlow<Event> {
     let c: &Counters = &s.devices.counters;
+    if s.stop.load(SeqCst) {
+        return ControlFlow::Break(Event::Stopped);
+    }
     match ev {
         RunEvent::Exit(VcpuExit::MmioRead(addr, data)) => s.devices.read(addr, data),
         RunEvent::Exit(VcpuExit::MmioWrite(addr, data)) => s.devices.write(addr, data),
@@ -636,6 +692,10 @@ fn vcpu_loop(id: usize, mut vcpu: VcpuFd, s: Arc<Shared>) {
         id,
         events: &s.events,
     };
+    // A test knob (harness/guest/nta-vm-case panic): this vCPU's thread panics at once.
+    if std::env::var_os("NTA_VM_TEST_PANIC_VCPU").is_some_and(|v| v == id.to_string().as_str()) {
+        panic!("NTA_VM_TEST_PANIC_VCPU={id}: a vCPU thread panics, as a test asks");
+    }
     let r = ntakvm::run_vcpu(&mut vcpu, s.resolver.as_ref(), &NoHostUsers, |ev| {
         on_event(&s, ev)
     });
@@ -713,13 +773,22 @@ pub fn run(o: &Options) -> Result<Report, VmError> {
         resolver,
         mem,
         events: tx,
+        stop: AtomicBool::new(false),
     });
+    install_kick()?;
+    let mut threads = Vec::new();
     for (id, vcpu) in vcpus.into_iter().enumerate() {
         let s = shared.clone();
-        std::thread::Builder::new()
+        let t = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
-            .spawn(move || vcpu_loop(id, vcpu, s))
-            .map_err(|e| host(format!("vCPU thread: {e}")))?;
+            .spawn(move || vcpu_loop(id, vcpu, s));
+        match t {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                stop_vcpus(&shared, threads);
+                return Err(host(format!("vCPU thread: {e}")));
+            }
+        }
     }
     let mut smaps_at_init = None;
     let deadline = o.timeout.map(|t| start + t);
@@ -735,6 +804,7 @@ pub fn run(o: &Options) -> Result<Report, VmError> {
             Ok(Event::Reset) => break End::Reset,
             Ok(Event::Crash) => break End::Crash,
             Ok(Event::Fatal(e)) => break End::Fatal(e),
+            Ok(Event::Stopped) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 break End::Fatal("every vCPU thread ended".into())
             }
@@ -749,6 +819,11 @@ pub fn run(o: &Options) -> Result<Report, VmError> {
         }
     };
     let off_ms = start.elapsed().as_millis() as u64;
+    let (joined, stuck) = stop_vcpus(&shared, threads);
+    println!(
+        "nta-vm: vCPU threads joined: {joined} of {}",
+        joined + stuck
+    );
     let _ = std::io::stdout().flush();
     Ok(Report {
         end,
