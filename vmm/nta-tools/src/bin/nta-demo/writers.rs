@@ -11,7 +11,7 @@ use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use nta_vmm::kvm::{self, enable_mte_perm, Event, KernelPolicy};
 use nta_vmm::{Backing, Policy, Resolution, Resolver};
 
-use crate::common::{
+use nta_tools::common::{
     add_vcpu, block, le, setup_vcpu, two_slots, Mapping, NoHostUsers, IMAGE_BASE, MMIO_BASE,
     RAM_BASE,
 };

@@ -4,15 +4,9 @@
 //! QEMU here); prints CSV rows that harness/benchreport.py turns into tables and a plot.
 
 #[cfg(target_arch = "aarch64")]
-#[path = "nta_bench/arm64.rs"]
 mod arm64;
-#[cfg(target_arch = "aarch64")]
-#[path = "common/arm64.rs"]
-mod common;
-#[path = "nta_bench/options.rs"]
 mod options;
 #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
-#[path = "nta_bench/smaps.rs"]
 mod smaps;
 
 #[cfg(target_arch = "aarch64")]

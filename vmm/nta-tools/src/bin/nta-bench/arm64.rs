@@ -19,11 +19,11 @@ use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use nta_vmm::kvm::{self, enable_mte, enable_mte_perm, Event, KernelPolicy};
 use nta_vmm::{Backing, Policy, Resolution, Resolver};
 
-use crate::common::{
-    block, le, setup_vcpu, two_slots, Mapping, NoHostUsers, IMAGE_BASE, MMIO_BASE, RAM_BASE,
-};
 use crate::options::{parse_args, Options, USAGE};
 use crate::smaps::{file_pmd_mapped_kib, kib_value};
+use nta_tools::common::{
+    block, le, setup_vcpu, two_slots, Mapping, NoHostUsers, IMAGE_BASE, MMIO_BASE, RAM_BASE,
+};
 
 const PAGE: usize = 4096;
 const HUGE: usize = 2 << 20;

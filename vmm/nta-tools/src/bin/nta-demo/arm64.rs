@@ -12,7 +12,7 @@ use nta_vmm::kvm::{self, enable_mte, enable_mte_perm, Event, KernelPolicy};
 use nta_vmm::uapi::KVM_CAP_ARM_MTE_PERM;
 use nta_vmm::{Backing, Policy, Resolution, Resolver};
 
-use crate::common::{
+use nta_tools::common::{
     block, describe, le, set_slot, setup_vcpu, two_slots, Mapping, NoHostUsers, IMAGE_BASE,
     MMIO_BASE, RAM_BASE,
 };

@@ -4,13 +4,8 @@
 //! with the chosen policy. Runs on an arm64 host (an L1 guest under QEMU here).
 
 #[cfg(target_arch = "aarch64")]
-#[path = "nta_demo/arm64.rs"]
 mod arm64;
 #[cfg(target_arch = "aarch64")]
-#[path = "common/arm64.rs"]
-mod common;
-#[cfg(target_arch = "aarch64")]
-#[path = "nta_demo/writers.rs"]
 mod writers;
 
 #[cfg(target_arch = "aarch64")]
