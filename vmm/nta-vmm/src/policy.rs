@@ -437,37 +437,37 @@ impl Resolver {
             }
             return Ok(Resolution::Retry);
         }
-        let mut policy = region.policy.unwrap_or(self.policy);
-        let mut range = None;
-        if policy == Policy::MakeTaggable {
-            let (gpa, size) = Self::range_in(&st.mem, self.chunk, fault)?;
-            range = Some((gpa, size));
-            if let Some((max, fallback)) = self.budget {
-                if st.swapped_bytes.saturating_add(size) > max {
-                    policy = fallback;
-                }
-            }
-        }
-        match (policy, range) {
-            (Policy::Kill, _) if range.is_some() => Err(Error::SwapBudgetExhausted {
-                gpa: fault.gpa(),
-                slot: region.slot,
-                swapped: st.swapped_bytes,
-            }),
-            (Policy::Kill, _) => Err(Error::Killed {
+        let inject = || {
+            vcpu.inject_data_abort()?;
+            Ok(Resolution::Injected)
+        };
+        match region.policy.unwrap_or(self.policy) {
+            Policy::Kill => Err(Error::Killed {
                 gpa: fault.gpa(),
                 slot: region.slot,
                 backing: region.backing,
             }),
-            (Policy::Inject, _) => {
-                vcpu.inject_data_abort()?;
-                Ok(Resolution::Injected)
+            Policy::Inject => inject(),
+            Policy::MakeTaggable => {
+                let (gpa, size) = Self::range_in(&st.mem, self.chunk, fault)?;
+                match self.budget {
+                    Some((max, fallback)) if st.swapped_bytes.saturating_add(size) > max => {
+                        match fallback {
+                            Policy::Inject => inject(),
+                            // Kill; build() refuses MakeTaggable as a fallback.
+                            _ => Err(Error::SwapBudgetExhausted {
+                                gpa: fault.gpa(),
+                                slot: region.slot,
+                                swapped: st.swapped_bytes,
+                            }),
+                        }
+                    }
+                    _ => {
+                        let swapped = self.swap(&mut st, mm, &region, gpa, size, host)?;
+                        Ok(Resolution::Swapped(swapped))
+                    }
+                }
             }
-            (_, Some((gpa, size))) => {
-                let swapped = self.swap(&mut st, mm, &region, gpa, size, host)?;
-                Ok(Resolution::Swapped(swapped))
-            }
-            (_, None) => Err(Error::BadFallback(policy)),
         }
     }
 
